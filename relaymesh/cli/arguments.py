@@ -1,0 +1,62 @@
+"""Argument parsing shared by every command: the parser class and the value
+checks that argparse calls, each with an error that names what is allowed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line on stderr, status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+def integer_in(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer in [minimum, maximum]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = "" if maximum is None else f" and at most {maximum}"
+            raise argparse.ArgumentTypeError(
+                f"{value} is out of range: must be at least {minimum}{upper}"
+            )
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def days(text: str) -> float:
+    """An argparse type: a non-negative number of days (fractions allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not 0 <= value <= 36500 or value != value:
+        raise argparse.ArgumentTypeError(f"{text} days is out of range: 0 to 36500")
+    return value
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        help="root folder (default: $RELAYMESH_ROOT, then ./relaymesh-data)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON even on a terminal"
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=None,
+        help="log level on stderr (default: warning; info for node and worker)",
+    )

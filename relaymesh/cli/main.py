@@ -1,0 +1,52 @@
+"""The `relaymesh` command: parse, dispatch, and turn errors into one line."""
+
+from __future__ import annotations
+
+import sys
+
+from relaymesh.cli import dead, run, tasks
+from relaymesh.cli.arguments import ArgumentParser, add_common
+from relaymesh.cli.output import Output
+from relaymesh.errors import StoreError, UsageError
+from relaymesh.observability.logs import configure_logging
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="relaymesh",
+        description="Reliable jobs for heterogeneous agents on SQLite and a folder.",
+    )
+    common = ArgumentParser(add_help=False)
+    add_common(common)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                     parser_class=ArgumentParser)
+    tasks.register(commands, common)
+    dead.register(commands, common)
+    run.register(commands, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    configure_logging(args.log_level or getattr(args, "log_default", "warning"))
+    out = Output(args.json)
+    try:
+        return args.handler(args, out)
+    except (UsageError, StoreError) as error:
+        sys.stderr.write(f"relaymesh {args.command}: {error}\n")
+        return error.exit_status
+    except KeyboardInterrupt:
+        sys.stderr.write(f"relaymesh {args.command}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,491 @@
+"""The runtime of one root: the store, the bus, the agents and the settings,
+and the blocking operations that combine them.
+
+Each method here is one batch of blocking work: a transaction plus the file
+moves that follow it. The CLI calls them directly; a node's actors call them
+through the executor seam, so each hop to a thread does one batch. The order
+inside every method is the same: commit to the store first, then move files,
+because the store is the source of truth and the sweeper repairs a bus that
+lags it (see `relaymesh/bus.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from relaymesh.agents.policies import RetryPolicies
+from relaymesh.agents.registry import AgentRegistry
+from relaymesh.bus import ClaimedFile, FileBus, msg_id_from_file_name, write_atomically
+from relaymesh.config import Settings, load_settings
+from relaymesh.errors import NotFoundError, ValidationError
+from relaymesh.observability.logs import event
+from relaymesh.paths import PRIORITIES, RootLayout
+from relaymesh.store import (
+    ClaimedStep,
+    CommitResult,
+    IdGenerator,
+    LeaseRef,
+    PreparedStep,
+    PreparedTask,
+    RunningLease,
+    StepOutcome,
+    Store,
+    SubmitResult,
+)
+from relaymesh.store._operations import DAY_MS, PurgeResult, ReplayResult
+from relaymesh.workflow import load_workflow_file, parse_priority, parse_workflow
+
+__all__ = ["Assignment", "Runtime", "SweepReport", "TierSelector", "wall_clock_ms"]
+
+log = logging.getLogger("relaymesh.runtime")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class TierSelector:
+    """Choose the inbox tier of each claim: 8 high, 3 normal, 1 low in turn.
+
+    The weighted cycle alone serves a waiting low message within twelve
+    claims. The guard covers what the cycle cannot see, such as low claims
+    lost to other nodes: after `max_consecutive_high` high claims in a row,
+    the next claim comes from the low tier if it has anything.
+    """
+
+    CYCLE = ("high",) * 8 + ("normal",) * 3 + ("low",)
+
+    def __init__(self, max_consecutive_high: int) -> None:
+        self.max_consecutive_high = max_consecutive_high
+        self.cursor = 0
+        self.consecutive_high = 0
+        self.forced_low_claims = 0
+
+    def choose(self, nonempty: set[str]) -> str | None:
+        if self.consecutive_high >= self.max_consecutive_high and "low" in nonempty:
+            self.consecutive_high = 0
+            self.forced_low_claims += 1
+            return "low"
+        for _ in range(len(self.CYCLE)):
+            tier = self.CYCLE[self.cursor % len(self.CYCLE)]
+            self.cursor += 1
+            if tier in nonempty:
+                self.consecutive_high = self.consecutive_high + 1 if tier == "high" else 0
+                return tier
+        return None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A claimed step with its input, ready for a worker."""
+
+    step: ClaimedStep
+    input_text: str | None
+    input_error: str = ""
+
+
+@dataclass
+class SweepReport:
+    messages_rewritten: int = 0
+    files_returned_to_inbox: int = 0
+    files_settled: int = 0
+
+    def total(self) -> int:
+        return self.messages_rewritten + self.files_returned_to_inbox + self.files_settled
+
+
+@dataclass
+class Runtime:
+    layout: RootLayout
+    settings: Settings
+    store: Store
+    bus: FileBus
+    agents: AgentRegistry
+    policies: RetryPolicies
+    clock_ms: Callable[[], int] = wall_clock_ms
+    rng: random.Random = field(default_factory=random.Random)
+
+    @classmethod
+    def open(
+        cls,
+        root: Path,
+        *,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+        rng: random.Random | None = None,
+        must_exist: bool = False,
+    ) -> Runtime:
+        """Open (and create, unless `must_exist`) the root at `root`."""
+        layout = RootLayout(root)
+        if must_exist and not layout.database.exists():
+            raise NotFoundError(
+                f"no RelayMesh root at {root} (run 'relaymesh init --root {root}' first)"
+            )
+        settings = load_settings(layout.settings_file)
+        agents = AgentRegistry.load(layout)
+        policies = RetryPolicies.load(layout.retry_policies_file, settings)
+        layout.ensure()
+        rng = rng or random.Random()
+        store = Store(layout.database, IdGenerator(rng if rng is not None else None))
+        store.initialize()
+        runtime = cls(layout, settings, store, FileBus(layout), agents, policies, clock_ms, rng)
+        return runtime
+
+    def close(self) -> None:
+        self.store.close()
+
+    @property
+    def idempotency_ttl_ms(self) -> int:
+        return self.settings.idempotency_ttl_days * DAY_MS
+
+    # Submission ------------------------------------------------------------
+
+    def submit(
+        self,
+        agent_id: str,
+        input_text: str,
+        priority: str = "normal",
+        idempotency_key: str | None = None,
+    ) -> SubmitResult:
+        """Submit one step for `agent_id`; a live key returns the existing task."""
+        self.agents.require(agent_id)
+        priority = parse_priority(priority, "--priority")
+        self._check_payload_size(input_text, "input")
+        key = idempotency_key or _digest(f"{agent_id}\n{input_text}")
+        _check_key(key)
+        now = self.clock_ms()
+        existing = self.store.find_idempotent(key, now, self.idempotency_ttl_ms)
+        if existing is not None:
+            return existing
+
+        task_id = self.store.ids.new("tsk")
+        step_id = self.store.ids.new("stp")
+        payload = self._write_payload(step_id, input_text)
+        task = PreparedTask(
+            task_id=task_id,
+            kind="single",
+            idempotency_key=key,
+            trace_id=self.store.ids.trace_id(),
+            steps=(
+                PreparedStep(step_id, "main", agent_id, priority.upper(), str(payload), ()),
+            ),
+        )
+        return self._insert(task, [payload])
+
+    def submit_workflow(
+        self, path: Path, idempotency_key: str | None = None
+    ) -> SubmitResult:
+        """Validate the workflow file at `path` completely, then submit it."""
+        document = load_workflow_file(path)
+        steps = parse_workflow(
+            document,
+            str(path),
+            agent_exists=lambda agent: self.agents.get(agent) is not None,
+            known_agents=self.agents.ids,
+            payload_max_bytes=self.settings.payload_max_bytes,
+        )
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+        key = idempotency_key or _digest(canonical)
+        _check_key(key)
+        now = self.clock_ms()
+        existing = self.store.find_idempotent(key, now, self.idempotency_ttl_ms)
+        if existing is not None:
+            return existing
+
+        task_id = self.store.ids.new("tsk")
+        ids = {step.name: f"stp_{task_id[4:]}_{step.name}" for step in steps}
+        payloads = [self._write_payload(ids[step.name], step.input_text) for step in steps]
+        task = PreparedTask(
+            task_id=task_id,
+            kind="workflow",
+            idempotency_key=key,
+            trace_id=self.store.ids.trace_id(),
+            steps=tuple(
+                PreparedStep(
+                    ids[step.name],
+                    step.name,
+                    step.agent_id,
+                    step.priority.upper(),
+                    str(payload),
+                    tuple(ids[name] for name in step.depends_on),
+                )
+                for step, payload in zip(steps, payloads)
+            ),
+        )
+        return self._insert(task, payloads)
+
+    def _insert(self, task: PreparedTask, payloads: list[Path]) -> SubmitResult:
+        try:
+            result = self.store.insert_task(task, self.clock_ms(), self.idempotency_ttl_ms)
+        except BaseException:
+            _unlink_all(payloads)
+            raise
+        if result.deduplicated:
+            _unlink_all(payloads)  # another process won the race for this key
+            return result
+        self.bus.enqueue_many(list(result.envelopes))
+        event(log, logging.INFO, "task.submitted", task_id=task.task_id,
+              kind=task.kind, steps=len(task.steps))
+        return result
+
+    def _check_payload_size(self, text: str, what: str) -> None:
+        size = len(text.encode("utf-8"))
+        limit = self.settings.payload_max_bytes
+        if size > limit:
+            raise ValidationError(
+                f"{what} is {size} bytes; the limit is {limit} bytes (payloadMaxBytes)"
+            )
+
+    def _write_payload(self, step_id: str, text: str) -> Path:
+        path = self.layout.payload / f"{step_id}.payload"
+        write_atomically(path, text.encode("utf-8"), durable=True)
+        return path
+
+    # Claims, completions, leases ---------------------------------------------
+
+    def claim_batch(
+        self, selector: TierSelector, count: int, owner: str, worker_id: str
+    ) -> list[Assignment]:
+        """Claim up to `count` messages in tier order and lease their steps."""
+        listings = {tier: deque(self.bus.list_tier(tier)) for tier in PRIORITIES}
+        files: list[ClaimedFile] = []
+        forced_before = selector.forced_low_claims
+        while len(files) < count:
+            nonempty = {tier for tier, names in listings.items() if names}
+            tier = selector.choose(nonempty)
+            if tier is None:
+                break
+            claimed = self.bus.claim(tier, listings[tier].popleft(), owner)
+            if claimed is not None:
+                files.append(claimed)
+        if not files:
+            return []
+
+        now = self.clock_ms()
+        steps, rejections = self.store.claim_files(files, owner, worker_id, now)
+        forced = selector.forced_low_claims - forced_before
+        if forced:
+            self.store.add_counter("low_starvation_count", forced, now)
+        for rejection in rejections:
+            if rejection.reason == "stale":
+                self.bus.discard(rejection.file_path)
+            else:
+                self.bus.finish(rejection.file_path, "dead", now)
+            event(log, logging.WARNING if rejection.reason != "stale" else logging.DEBUG,
+                  "claim.rejected", msg_id=rejection.msg_id, reason=rejection.reason,
+                  file=rejection.file_path.name)
+        return [self._assignment(step) for step in steps]
+
+    def _assignment(self, step: ClaimedStep) -> Assignment:
+        try:
+            text = Path(step.payload_path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            return Assignment(step, None, f"cannot read the step's payload: {error}")
+        return Assignment(step, text)
+
+    def commit_outcomes(self, outcomes: list[StepOutcome]) -> list[CommitResult]:
+        """Persist attempt outcomes in one transaction, then move their files."""
+        now = self.clock_ms()
+        results = self.store.complete_steps(
+            outcomes, now, self.policies.policy_for, self.rng
+        )
+        for outcome, result in zip(outcomes, results):
+            if outcome.file_path is not None:
+                self.bus.finish(outcome.file_path, result.file_destination, now)
+            self.bus.enqueue_many(result.envelopes)
+        return results
+
+    def renew_leases(self, leases: list[LeaseRef]) -> list[LeaseRef]:
+        return self.store.renew_leases(leases, self.clock_ms())
+
+    def release_leases(
+        self, leases: list[LeaseRef], files: dict[str, Path]
+    ) -> list[CommitResult]:
+        """Hand running steps back to the queue (graceful shutdown)."""
+        results = self.store.release_leases(leases, self.clock_ms())
+        for lease, result in zip(leases, results):
+            path = files.get(lease.step_id)
+            if path is not None:
+                self.bus.discard(path)
+            self.bus.enqueue_many(result.envelopes)
+        return results
+
+    def reclaim_leases(self, leases: list[RunningLease], reason: str) -> list[CommitResult]:
+        results = self.store.reclaim_leases(
+            leases, reason, self.clock_ms(), self.policies.policy_for, self.rng
+        )
+        for lease, result in zip(leases, results):
+            if result.committed:
+                event(log, logging.INFO, "lease.reclaimed", step_id=lease.step_id,
+                      owner=lease.lease_owner, epoch=lease.lease_epoch, reason=reason,
+                      step_status=result.step_status)
+        return results
+
+    # Maintenance -------------------------------------------------------------
+
+    def dispatch_due_retries(self) -> int:
+        envelopes = self.store.dispatch_due_retries(
+            self.clock_ms(), self.settings.retry_dispatch_limit
+        )
+        self.bus.enqueue_many(envelopes)
+        return len(envelopes)
+
+    def sweep(self, own_owner: str | None = None) -> SweepReport:
+        """Repair the bus where it lags the store.
+
+        A queued message with no file (a crash between commit and enqueue) is
+        written again. A file in `processing/` is put back in the inbox if its
+        message was never leased (a crash between rename and claim), or moved
+        to where its message ended up. Files younger than `sweepGraceMs` are
+        left alone, since their owner may be working on them right now; files
+        in `processing/<own_owner>` are recovered at once, because a node that
+        is starting owns nothing yet.
+        """
+        report = SweepReport()
+        now = self.clock_ms()
+        cutoff = now - self.settings.sweep_grace_ms
+        for envelope in self.store.queued_messages_older_than(cutoff, limit=1000):
+            if not self.bus.is_queued_or_claimed(envelope):
+                self.bus.enqueue(envelope)
+                report.messages_rewritten += 1
+                event(log, logging.WARNING, "sweep.message_rewritten",
+                      msg_id=envelope.msg_id, step_id=envelope.step_id)
+
+        entries = self.bus.processing_entries()
+        states = self.store.message_states(
+            [msg_id_from_file_name(path.name) or "" for _, path, _ in entries]
+        )
+        for owner, path, mtime in entries:
+            if owner != own_owner and mtime * 1000 > cutoff:
+                continue
+            row = states.get(msg_id_from_file_name(path.name) or "")
+            state = row["state"] if row else None
+            if state == "PROCESSING":
+                continue  # the lease decides; the reclaimer takes it if it expires
+            if state == "QUEUED":
+                self.bus.return_to_inbox(path, row["priority"].lower())
+                report.files_returned_to_inbox += 1
+            else:
+                destination = {"DONE": "done", "FAILED": "retry"}.get(state or "", "dead")
+                self.bus.finish(path, destination, now)
+                report.files_settled += 1
+        if report.total():
+            event(log, logging.INFO, "sweep.repaired", rewritten=report.messages_rewritten,
+                  returned=report.files_returned_to_inbox, settled=report.files_settled)
+        return report
+
+    def cleanup_idempotency(self) -> int:
+        return self.store.cleanup_idempotency(self.clock_ms(), self.idempotency_ttl_ms)
+
+    # Operator commands --------------------------------------------------------
+
+    def replay(self, task_id: str, dry_run: bool = False) -> ReplayResult:
+        result = self.store.replay_task(task_id, self.clock_ms(), dry_run=dry_run)
+        self.bus.enqueue_many(result.envelopes)
+        return result
+
+    def replay_batch(self, status: str, limit: int, dry_run: bool = False) -> list[ReplayResult]:
+        return [
+            self.replay(task_id, dry_run=dry_run)
+            for task_id in self.store.tasks_with_status(status, limit)
+        ]
+
+    def purge(
+        self,
+        done_retention_days: float,
+        dead_retention_days: float,
+        idempotency_ttl_days: float,
+        dry_run: bool = False,
+    ) -> dict:
+        """Delete finished tasks and old bus files past their retention."""
+        now = self.clock_ms()
+        result: PurgeResult = self.store.purge(
+            now,
+            int(done_retention_days * DAY_MS),
+            int(dead_retention_days * DAY_MS),
+            int(idempotency_ttl_days * DAY_MS),
+            dry_run=dry_run,
+        )
+        files = self._old_bus_files(now, done_retention_days, dead_retention_days)
+        if not dry_run:
+            _unlink_all([Path(path) for path in result.payload_paths])
+            _unlink_all(files["done"] + files["dead"] + files["retry"])
+        return {
+            "dryRun": dry_run,
+            "tasksPurged": result.tasks,
+            "payloadFilesPurged": len(result.payload_paths),
+            "idempotencyRowsPurged": result.idempotency_rows,
+            "doneFilesPurged": len(files["done"]),
+            "deadFilesPurged": len(files["dead"]),
+            "retryFilesPurged": len(files["retry"]),
+        }
+
+    def _old_bus_files(
+        self, now_ms: int, done_days: float, dead_days: float
+    ) -> dict[str, list[Path]]:
+        def older(folder: Path, days: float) -> list[Path]:
+            limit = (now_ms - days * DAY_MS) / 1000
+            if not folder.exists():
+                return []
+            return [
+                path
+                for path in folder.rglob("*.meta.json")
+                if path.stat().st_mtime < limit
+            ]
+
+        return {
+            "done": older(self.layout.done, done_days),
+            "dead": older(self.layout.dead, dead_days),
+            "retry": older(self.layout.retry, dead_days),
+        }
+
+    def stats(self) -> dict:
+        counts = self.store.status_counts()
+        depths = self.bus.depths()
+        counters = self.store.counters()
+
+        def total(name: str) -> int:
+            return int(sum(value for (key, _), value in counters.items() if key == name))
+
+        return {
+            **counts,
+            "inboxHigh": depths["high"],
+            "inboxNormal": depths["normal"],
+            "inboxLow": depths["low"],
+            "processingMetaFiles": depths["processing"],
+            "deadMetaFiles": depths["dead"],
+            "retryMetaFiles": depths["retry"],
+            "queueLagMs": self.store.queue_lag_ms(self.clock_ms()),
+            "retriesScheduledTotal": total("retries_scheduled_total"),
+            "deadLetteredTotal": total("dead_lettered_total"),
+            "leasesReclaimedTotal": total("leases_reclaimed_total"),
+            "leaseConflictTotal": total("lease_conflicts_total"),
+            "lowStarvationCount": total("low_starvation_count"),
+        }
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _check_key(key: str) -> None:
+    if not key or len(key) > 256:
+        raise ValidationError(
+            f"idempotency key must be 1-256 characters (got {len(key)})"
+        )
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
