@@ -27,6 +27,7 @@ from relaymesh.agents.registry import AgentRegistry
 from relaymesh.bus import ClaimedFile, FileBus, msg_id_from_file_name, write_atomically
 from relaymesh.config import Settings, load_settings
 from relaymesh.errors import NotFoundError, ValidationError
+from relaymesh.faults import crash_point
 from relaymesh.observability.logs import event
 from relaymesh.paths import PRIORITIES, RootLayout
 from relaymesh.store import (
@@ -231,6 +232,7 @@ class Runtime:
         if result.deduplicated:
             _unlink_all(payloads)  # another process won the race for this key
             return result
+        crash_point("submit.after_commit")
         self.bus.enqueue_many(list(result.envelopes))
         event(log, logging.INFO, "task.submitted", task_id=task.task_id,
               kind=task.kind, steps=len(task.steps))
@@ -268,6 +270,7 @@ class Runtime:
                 files.append(claimed)
         if not files:
             return []
+        crash_point("claim.after_rename")
 
         now = self.clock_ms()
         steps, rejections = self.store.claim_files(files, owner, worker_id, now)
@@ -297,6 +300,7 @@ class Runtime:
         results = self.store.complete_steps(
             outcomes, now, self.policies.policy_for, self.rng
         )
+        crash_point("commit.after_commit")
         for outcome, result in zip(outcomes, results):
             if outcome.file_path is not None:
                 self.bus.finish(outcome.file_path, result.file_destination, now)
@@ -311,6 +315,7 @@ class Runtime:
     ) -> list[CommitResult]:
         """Hand running steps back to the queue (graceful shutdown)."""
         results = self.store.release_leases(leases, self.clock_ms())
+        crash_point("release.after_commit")
         for lease, result in zip(leases, results):
             path = files.get(lease.step_id)
             if path is not None:
