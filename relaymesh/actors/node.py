@@ -79,8 +79,8 @@ class Node:
 
     async def run(
         self,
-        *,
         handle_signals: bool = True,
+        *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run until `stop()` (or a signal) and the graceful shutdown finish."""
