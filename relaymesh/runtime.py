@@ -420,13 +420,16 @@ class Runtime:
             dry_run=dry_run,
         )
         files = self._old_bus_files(now, done_retention_days, dead_retention_days)
+        meta_files = [self.layout.meta / f"{msg_id}.meta.json" for msg_id in result.msg_ids]
         if not dry_run:
             _unlink_all([Path(path) for path in result.payload_paths])
+            _unlink_all(meta_files)
             _unlink_all(files["done"] + files["dead"] + files["retry"])
         return {
             "dryRun": dry_run,
             "tasksPurged": result.tasks,
             "payloadFilesPurged": len(result.payload_paths),
+            "metaFilesPurged": len(meta_files),
             "idempotencyRowsPurged": result.idempotency_rows,
             "doneFilesPurged": len(files["done"]),
             "deadFilesPurged": len(files["dead"]),

@@ -184,7 +184,10 @@ class Node:
             runtime.store.register_node, self.node_id, os.getpid(), self.address,
             runtime.clock_ms(),
         )
-        await self.executor.run(runtime.sweep, self.node_id)
+        # Leases this node id still holds belong to a previous run that died;
+        # nothing renews them, so take them back now instead of waiting for
+        # another node to watch them expire. Then its processing folder can
+        # be settled, since every message in it is in a final state.
         own = [
             lease
             for lease in await self.executor.run(runtime.store.running_leases)
@@ -192,6 +195,7 @@ class Node:
         ]
         if own:
             await self.executor.run(runtime.reclaim_leases, own, "owner restarted")
+        await self.executor.run(runtime.sweep, self.node_id)
         await self.executor.run(runtime.cleanup_idempotency)
 
 

@@ -202,7 +202,7 @@ def run_workflow(args: argparse.Namespace, out: Output) -> int:
         {key: step[key] for key in (
             "stepId", "name", "agentId", "status", "attempt", "priority", "enqueued",
             "blockedBy", "dependsOn", "leaseOwner", "lastError", "createdAtMs",
-            "updatedAtMs",
+            "updatedAtMs", "attempts",
         )}
         for step in view["steps"]
     ]

@@ -30,6 +30,7 @@ class PurgeResult:
     tasks: int = 0
     idempotency_rows: int = 0
     payload_paths: list[str] = field(default_factory=list)
+    msg_ids: list[str] = field(default_factory=list)
 
 
 class OperationsMixin:
@@ -160,6 +161,10 @@ class OperationsMixin:
                         "SELECT payload_path FROM steps WHERE task_id = ?", (row["task_id"],)
                     ).fetchall()
                     result.payload_paths.extend(path["payload_path"] for path in paths)
+                    messages = db.execute(
+                        "SELECT msg_id FROM messages WHERE task_id = ?", (row["task_id"],)
+                    ).fetchall()
+                    result.msg_ids.extend(message["msg_id"] for message in messages)
                     db.execute("DELETE FROM tasks WHERE task_id = ?", (row["task_id"],))
                     db.execute(
                         "DELETE FROM step_attempts WHERE task_id = ?", (row["task_id"],)
