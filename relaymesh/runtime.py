@@ -31,6 +31,7 @@ from relaymesh.faults import crash_point
 from relaymesh.observability.logs import event
 from relaymesh.paths import PRIORITIES, RootLayout
 from relaymesh.store import (
+    CancelResult,
     ClaimedStep,
     CommitResult,
     IdGenerator,
@@ -391,6 +392,16 @@ class Runtime:
         return self.store.cleanup_idempotency(self.clock_ms(), self.idempotency_ttl_ms)
 
     # Operator commands --------------------------------------------------------
+
+    def cancel(self, task_id: str, mode: str, reason: str) -> CancelResult:
+        """Cancel a task and delete its queued bus files (best effort)."""
+        result = self.store.cancel_task(task_id, mode, reason, self.clock_ms())
+        for priority, name in result.queued_files:
+            _unlink_all([self.layout.inbox_tier(priority) / name])
+        if result.cancelled:
+            event(log, logging.INFO, "task.cancelled", task_id=task_id, mode=mode,
+                  steps=result.step_rows, still_running=len(result.still_running))
+        return result
 
     def replay(self, task_id: str, dry_run: bool = False) -> ReplayResult:
         result = self.store.replay_task(task_id, self.clock_ms(), dry_run=dry_run)

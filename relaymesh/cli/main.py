@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from relaymesh.cli import dead, run, tasks
+from relaymesh.cli import dead, operations, run, tasks
 from relaymesh.cli.arguments import ArgumentParser, add_common
 from relaymesh.cli.output import Output
 from relaymesh.errors import StoreError, UsageError
@@ -24,6 +24,7 @@ def build_parser() -> ArgumentParser:
                                      parser_class=ArgumentParser)
     tasks.register(commands, common)
     dead.register(commands, common)
+    operations.register(commands, common)
     run.register(commands, common)
     return parser
 

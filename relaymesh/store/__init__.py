@@ -6,6 +6,7 @@ is meant to be called through the executor seam from async code.
 """
 
 from relaymesh.store._base import StoreBase
+from relaymesh.store._cancel import CANCEL_MODES, CancelMixin, CancelResult
 from relaymesh.store._leases import LeaseMixin
 from relaymesh.store._operations import OperationsMixin, PurgeResult, ReplayResult
 from relaymesh.store._queries import QueriesMixin
@@ -23,6 +24,8 @@ from relaymesh.store.records import (
 
 __all__ = [
     "Store",
+    "CANCEL_MODES",
+    "CancelResult",
     "ClaimedStep",
     "ClaimRejection",
     "CommitResult",
@@ -38,5 +41,5 @@ __all__ = [
 ]
 
 
-class Store(SubmitMixin, LeaseMixin, OperationsMixin, QueriesMixin, StoreBase):
+class Store(SubmitMixin, LeaseMixin, CancelMixin, OperationsMixin, QueriesMixin, StoreBase):
     """One root's SQLite database, with every read and fenced write."""

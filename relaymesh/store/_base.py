@@ -97,6 +97,8 @@ class StoreBase:
             (step_id,),
         ).fetchone()
         actual = dict(row) if row else {}
+        if actual.get("status") == "CANCELLED":
+            return  # the step was cancelled by an operator, not raced for
         db.execute(
             "INSERT INTO lease_conflicts(event_type, task_id, step_id, worker_id,"
             " expected_status, expected_lease_owner, expected_lease_token,"

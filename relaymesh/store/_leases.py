@@ -306,6 +306,8 @@ class LeaseMixin:
             return self._refuse(db, outcome, "failure_commit_conflict", now_ms)
         policy = policy_for(step["agent_id"])
         error = outcome.error or outcome.outcome.lower()
+        if self._task_cancelled(db, step["task_id"]):
+            return self._cancel_finished_step(db, outcome, step, error, now_ms)
         if step["attempt"] >= policy.max_attempts:
             applied = self._fenced_update(
                 db,
@@ -344,6 +346,36 @@ class LeaseMixin:
             new_status,
             "retry",
             next_retry_at_ms=retry_at,
+        )
+
+    def _task_cancelled(self, db: sqlite3.Connection, task_id: str) -> bool:
+        row = db.execute("SELECT status FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return row is not None and row["status"] == TaskState.CANCELLED
+
+    def _cancel_finished_step(
+        self,
+        db: sqlite3.Connection,
+        outcome: StepOutcome,
+        step: sqlite3.Row,
+        error: str,
+        now_ms: int,
+    ) -> CommitResult:
+        """A step of a soft-cancelled task failed: cancel it instead of retrying."""
+        applied = self._fenced_update(
+            db,
+            outcome,
+            "status = 'CANCELLED', last_error = ?, lease_owner = NULL,"
+            " lease_token = NULL, heartbeat_at_ms = NULL, updated_at_ms = ?",
+            (f"failed after the task was cancelled: {error}", now_ms),
+        )
+        if not applied:
+            return self._refuse(db, outcome, "failure_commit_conflict", now_ms)
+        self._end_attempt(
+            db, outcome.step_id, outcome.lease_epoch, AttemptOutcome(outcome.outcome), error, now_ms
+        )
+        self._settle_message(db, outcome.step_id, outcome.lease_epoch, "DEAD", now_ms)
+        return CommitResult(
+            outcome.step_id, True, StepState.CANCELLED, TaskState.CANCELLED, "dead"
         )
 
     def _after_dead_letter(
@@ -496,8 +528,16 @@ class LeaseMixin:
 
         policy = policy_for(step["agent_id"])
         error = f"{reason} (owner {lease.lease_owner}, lease epoch {lease.lease_epoch})"
+        cancelled = self._task_cancelled(db, step["task_id"])
         dead = step["attempt"] >= policy.max_attempts
-        if dead:
+        if cancelled:
+            db.execute(
+                "UPDATE steps SET status = 'CANCELLED', last_error = ?, lease_owner = NULL,"
+                " lease_token = NULL, heartbeat_at_ms = NULL, updated_at_ms = ?"
+                " WHERE step_id = ? AND lease_epoch = ?",
+                (error, now_ms, lease.step_id, lease.lease_epoch),
+            )
+        elif dead:
             db.execute(
                 "UPDATE steps SET status = 'DEAD_LETTER', last_error = ?, lease_owner = NULL,"
                 " lease_token = NULL, heartbeat_at_ms = NULL, updated_at_ms = ?"
@@ -516,9 +556,14 @@ class LeaseMixin:
             db, lease.step_id, lease.lease_epoch, AttemptOutcome.ABANDONED, error, now_ms
         )
         self._settle_message(
-            db, lease.step_id, lease.lease_epoch, "DEAD" if dead else "FAILED", now_ms
+            db, lease.step_id, lease.lease_epoch, "DEAD" if dead or cancelled else "FAILED",
+            now_ms,
         )
         self._bump_counter(db, "leases_reclaimed_total", now_ms)
+        if cancelled:
+            return CommitResult(
+                lease.step_id, True, StepState.CANCELLED, TaskState.CANCELLED, "dead"
+            )
         if dead:
             return self._dead_letter_followups(db, lease.step_id, step, error, now_ms)
         status = self._refresh_task(db, step["task_id"], now_ms, last_error=error)
