@@ -25,7 +25,7 @@ from pathlib import Path
 from relaymesh.agents.policies import RetryPolicies
 from relaymesh.agents.registry import AgentRegistry
 from relaymesh.bus import ClaimedFile, FileBus, msg_id_from_file_name, write_atomically
-from relaymesh.config import Settings, load_settings
+from relaymesh.config import Settings, changed_fields, load_settings
 from relaymesh.errors import NotFoundError, ValidationError
 from relaymesh.faults import crash_point
 from relaymesh.observability.logs import event
@@ -115,6 +115,7 @@ class Runtime:
     policies: RetryPolicies
     clock_ms: Callable[[], int] = wall_clock_ms
     rng: random.Random = field(default_factory=random.Random)
+    audit: object | None = None  # an AuditLog once the root is opened
 
     @classmethod
     def open(
@@ -147,6 +148,40 @@ class Runtime:
     @property
     def idempotency_ttl_ms(self) -> int:
         return self.settings.idempotency_ttl_days * DAY_MS
+
+    # Settings reload -------------------------------------------------------
+
+    def load_configuration(self) -> tuple[Settings, RetryPolicies, AgentRegistry]:
+        """Read and validate settings, retry policies and script agents together.
+
+        Raises ValidationError if any of the three files is invalid; the
+        caller applies all three or none, so a reload is atomic.
+        """
+        settings = load_settings(self.layout.settings_file)
+        policies = RetryPolicies.load(self.layout.retry_policies_file, settings)
+        agents = AgentRegistry.load(self.layout)
+        return settings, policies, agents
+
+    def settings_signature(self) -> tuple[int, int] | None:
+        """(mtime in ns, size) of the settings file, or None if it is missing."""
+        try:
+            stat = self.layout.settings_file.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def apply_configuration(
+        self, configuration: tuple[Settings, RetryPolicies, AgentRegistry]
+    ) -> list[str]:
+        """Swap in a loaded configuration; return the changed settings keys.
+
+        Call it from the trio loop (not a thread), so no actor can observe
+        the new settings with the old policies in between.
+        """
+        settings, policies, agents = configuration
+        changed = changed_fields(self.settings, settings)
+        self.settings, self.policies, self.agents = settings, policies, agents
+        return changed
 
     # Submission ------------------------------------------------------------
 

@@ -81,9 +81,10 @@ class LeaseManager:
                   epoch=lease.lease_epoch)
         return lost
 
-    async def run(self, heartbeat_ms: int) -> None:
+    async def run(self) -> None:
+        """Renew every `leaseHeartbeatMs` (read live) until `release_all`."""
         while not self._heartbeats_stopped:
-            await trio.sleep(heartbeat_ms / 1000)
+            await trio.sleep(self.runtime.settings.lease_heartbeat_ms / 1000)
             if not self._heartbeats_stopped:
                 await self.renew_once()
 

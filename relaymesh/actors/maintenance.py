@@ -27,21 +27,19 @@ IDEMPOTENCY_CLEANUP_INTERVAL_S = 3600.0
 async def maintenance_loop(
     runtime: Runtime, executor: Executor, node_id: str, work_available: Nudge
 ) -> None:
-    settings = runtime.settings
-    interval_s = settings.maintenance_interval_ms / 1000
-    sweep_interval_s = settings.sweep_grace_ms / 2000
-    next_sweep = trio.current_time() + sweep_interval_s
+    """Run the chores forever; intervals are read from the live settings."""
+    last_sweep = trio.current_time()
     next_cleanup = trio.current_time() + IDEMPOTENCY_CLEANUP_INTERVAL_S
     while True:
-        await trio.sleep(interval_s)
+        await trio.sleep(runtime.settings.maintenance_interval_ms / 1000)
         now = trio.current_time()
         await _chore("retry dispatch", _dispatch(runtime, executor, work_available))
         await _chore(
             "node heartbeat",
             executor.run(runtime.store.heartbeat_node, node_id, runtime.clock_ms()),
         )
-        if now >= next_sweep:
-            next_sweep = now + sweep_interval_s
+        if now - last_sweep >= runtime.settings.sweep_grace_ms / 2000:
+            last_sweep = now
             await _chore("sweep", _sweep(runtime, executor, work_available))
         if now >= next_cleanup:
             next_cleanup = now + IDEMPOTENCY_CLEANUP_INTERVAL_S

@@ -28,6 +28,7 @@ from relaymesh.actors.lease import LeaseManager, RunningStep
 from relaymesh.actors.maintenance import maintenance_loop
 from relaymesh.actors.reclaimer import reclaimer_loop
 from relaymesh.actors.scheduler import scheduler_loop
+from relaymesh.actors.settings_watcher import record_startup_settings, settings_watcher_loop
 from relaymesh.actors.signals import Nudge
 from relaymesh.actors.worker import worker_loop
 from relaymesh.errors import ConflictError
@@ -57,6 +58,7 @@ class Node:
     node_id: str
     workers: int = 4
     address: str = ""
+    settings_reload_ms: int = 10_000
     selector: TierSelector = field(init=False)
     leases: LeaseManager = field(init=False)
     stop_claiming: trio.Event = field(init=False, default_factory=trio.Event)
@@ -100,15 +102,18 @@ class Node:
                     committer_loop, outcomes_receive, self.runtime, self.executor,
                     self.leases, self.slots, self.work_available,
                 )
-                service.start_soon(self.leases.run, settings.lease_heartbeat_ms)
+                service.start_soon(self.leases.run)
                 service.start_soon(
                     reclaimer_loop, self.runtime, self.executor, self.node_id,
-                    min(settings.lease_heartbeat_ms, settings.maintenance_interval_ms) / 1000,
                     self.runtime.clock_ms,
                 )
                 service.start_soon(
                     maintenance_loop, self.runtime, self.executor, self.node_id,
                     self.work_available,
+                )
+                service.start_soon(
+                    settings_watcher_loop, self.runtime, self.executor, self.node_id,
+                    self.settings_reload_ms,
                 )
                 async with trio.open_nursery() as work:
                     async with outcomes_send:
@@ -197,6 +202,7 @@ class Node:
             await self.executor.run(runtime.reclaim_leases, own, "owner restarted")
         await self.executor.run(runtime.sweep, self.node_id)
         await self.executor.run(runtime.cleanup_idempotency)
+        await record_startup_settings(runtime, self.executor, self.node_id)
 
 
 def _still_running(row: dict, runtime: Runtime) -> bool:

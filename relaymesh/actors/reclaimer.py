@@ -44,10 +44,14 @@ class ExpiryJudge:
     """Decides which observed leases are expired; pure, for testing."""
 
     def __init__(self, lease_timeout_ms: int, heartbeat_ms: int) -> None:
+        self.observations: dict[str, Observation] = {}
+        self.retime(lease_timeout_ms, heartbeat_ms)
+
+    def retime(self, lease_timeout_ms: int, heartbeat_ms: int) -> None:
+        """Apply new timings (a settings reload); observations are kept."""
         self.lease_timeout_s = lease_timeout_ms / 1000
         self.lease_timeout_ms = lease_timeout_ms
         self.confirm_s = 2 * heartbeat_ms / 1000
-        self.observations: dict[str, Observation] = {}
 
     def expired(
         self, leases: list[RunningLease], now_s: float, wall_now_ms: int
@@ -82,13 +86,14 @@ async def reclaimer_loop(
     runtime: Runtime,
     executor: Executor,
     node_id: str,
-    interval_s: float,
     wall_clock_ms: Callable[[], int],
 ) -> None:
-    settings = runtime.settings
-    judge = ExpiryJudge(settings.lease_timeout_ms, settings.lease_heartbeat_ms)
+    """Reclaim expired leases of other owners, every heartbeat period."""
+    judge = ExpiryJudge(runtime.settings.lease_timeout_ms, runtime.settings.lease_heartbeat_ms)
     while True:
-        await trio.sleep(interval_s)
+        settings = runtime.settings
+        await trio.sleep(settings.lease_heartbeat_ms / 1000)
+        judge.retime(settings.lease_timeout_ms, settings.lease_heartbeat_ms)
         try:
             leases = await executor.run(runtime.store.running_leases, node_id)
             expired = judge.expired(leases, trio.current_time(), wall_clock_ms())

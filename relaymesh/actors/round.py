@@ -73,7 +73,7 @@ async def run_round(
     running = leases.register(assignment.step)
     outcome = None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(leases.run, settings.lease_heartbeat_ms)
+        nursery.start_soon(leases.run)
         nursery.start_soon(
             _release_on_signal, leases, settings.graceful_timeout_ms,
             stop if stop is not None else trio.Event(),

@@ -25,6 +25,7 @@ def build_parser() -> ArgumentParser:
     tasks.register(commands, common)
     dead.register(commands, common)
     operations.register(commands, common)
+    operations.register_settings(commands, common)
     run.register(commands, common)
     return parser
 

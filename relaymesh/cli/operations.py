@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import time
 
+from relaymesh.cli.arguments import integer_in
 from relaymesh.cli.common import open_runtime
 from relaymesh.cli.output import Output
-from relaymesh.errors import NotFoundError
+from relaymesh.errors import NotFoundError, ValidationError
 from relaymesh.store import CANCEL_MODES
 
 
@@ -44,3 +46,75 @@ def run_cancel(args: argparse.Namespace, out: Output) -> int:
         summary = f"not cancelled: {result.message}"
     out.document(document, summary)
     return 0 if result.cancelled else 1
+
+
+def register_settings(commands, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "reload-settings", parents=[common],
+        help="validate the settings file and make running nodes reload it",
+    )
+    parser.add_argument(
+        "--wait-ms", type=integer_in(0, 600_000), default=5000,
+        help="how long to wait for every live node to report its reload",
+    )
+    parser.set_defaults(handler=run_reload_settings)
+
+    parser = commands.add_parser(
+        "settings-history", parents=[common],
+        help="the latest settings loads and what each changed",
+    )
+    parser.add_argument("--limit", type=integer_in(1, 10_000), default=20)
+    parser.set_defaults(handler=run_settings_history)
+
+
+def run_reload_settings(args: argparse.Namespace, out: Output) -> int:
+    runtime = open_runtime(args)
+    try:
+        runtime.load_configuration()
+    except ValidationError as error:
+        runtime.store.record_settings_load(
+            now_ms=runtime.clock_ms(), node_id="cli", trigger="reload_request",
+            result="rejected", changed_fields=[], error=str(error),
+            config_path=str(runtime.layout.settings_file), config_mtime_ms=None,
+            generation=None,
+        )
+        raise ValidationError(f"{error}; running nodes keep their settings") from None
+    generation = runtime.store.request_settings_reload(runtime.clock_ms())
+    live = [
+        member["nodeId"]
+        for member in runtime.store.members()
+        if member["status"] == "ALIVE"
+        and runtime.clock_ms() - member["lastHeartbeatMs"] < runtime.settings.lease_timeout_ms
+    ]
+    deadline = time.monotonic() + args.wait_ms / 1000
+    reports: dict[str, dict] = {}
+    while True:
+        for row in runtime.store.settings_history(1000, generation=generation):
+            reports.setdefault(row["nodeId"], row)
+        if set(live) <= set(reports) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    missing = sorted(set(live) - set(reports))
+    document = {
+        "generation": generation,
+        "valid": True,
+        "nodes": [
+            {key: row[key] for key in ("nodeId", "result", "changedFields", "error")}
+            for row in reports.values()
+        ],
+        "missing": missing,
+    }
+    lines = [f"reload requested (generation {generation})"]
+    lines += [
+        f"{row['nodeId']}: {row['result']} {', '.join(row['changedFields'])}".rstrip()
+        for row in reports.values()
+    ]
+    lines += [f"{node}: no answer within {args.wait_ms} ms" for node in missing]
+    out.lines(document, lines)
+    return 0 if not missing else 1
+
+
+def run_settings_history(args: argparse.Namespace, out: Output) -> int:
+    rows = open_runtime(args).store.settings_history(args.limit)
+    out.rows(rows, ["loadedAtMs", "nodeId", "trigger", "result", "changedFields", "error"])
+    return 0

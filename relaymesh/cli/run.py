@@ -47,6 +47,11 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         help="how long running steps may finish after SIGINT/SIGTERM"
         " (default: gracefulTimeoutMs from the settings)",
     )
+    parser.add_argument(
+        "--settings-reload-ms", type=integer_in(0, 86_400_000), default=10_000,
+        help="how often to check the settings file for changes (0: only on"
+        " 'reload-settings')",
+    )
     parser.set_defaults(handler=run_node, log_default="info")
 
     parser = commands.add_parser(
@@ -83,7 +88,8 @@ def run_node(args: argparse.Namespace, out: Output) -> int:
             graceful_timeout_ms=args.graceful_timeout_ms
         )
     node = Node(runtime, ThreadExecutor(), args.node_id, workers=args.workers,
-                address=socket.gethostname())
+                address=socket.gethostname(),
+                settings_reload_ms=args.settings_reload_ms)
     trio.run(node.run)
     runtime.close()
     out.document({"nodeId": args.node_id, "stopped": True}, f"node {args.node_id} stopped")

@@ -10,6 +10,7 @@ from relaymesh.store._cancel import CANCEL_MODES, CancelMixin, CancelResult
 from relaymesh.store._leases import LeaseMixin
 from relaymesh.store._operations import OperationsMixin, PurgeResult, ReplayResult
 from relaymesh.store._queries import QueriesMixin
+from relaymesh.store._settings import SettingsMixin
 from relaymesh.store._submit import PreparedStep, PreparedTask, SubmitMixin
 from relaymesh.store.records import (
     ClaimedStep,
@@ -41,5 +42,13 @@ __all__ = [
 ]
 
 
-class Store(SubmitMixin, LeaseMixin, CancelMixin, OperationsMixin, QueriesMixin, StoreBase):
+class Store(
+    SubmitMixin,
+    LeaseMixin,
+    CancelMixin,
+    OperationsMixin,
+    SettingsMixin,
+    QueriesMixin,
+    StoreBase,
+):
     """One root's SQLite database, with every read and fenced write."""

@@ -177,6 +177,27 @@ STATEMENTS = (
     )
     """,
     """
+    CREATE TABLE IF NOT EXISTS settings_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        loaded_at_ms INTEGER NOT NULL,
+        node_id TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        result TEXT NOT NULL,
+        changed_fields TEXT NOT NULL DEFAULT '[]',
+        error TEXT,
+        config_path TEXT NOT NULL,
+        config_mtime_ms INTEGER,
+        generation INTEGER
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS control (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    )
+    """,
+    """
     CREATE TABLE IF NOT EXISTS schema_info (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
