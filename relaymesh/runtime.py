@@ -455,9 +455,13 @@ class Runtime:
         dead_retention_days: float,
         idempotency_ttl_days: float,
         dry_run: bool = False,
+        conflict_retention_days: float = 30,
     ) -> dict:
-        """Delete finished tasks and old bus files past their retention."""
+        """Delete finished tasks, old bus files and old conflict rows."""
         now = self.clock_ms()
+        conflicts = self.store.purge_conflicts(
+            now - int(conflict_retention_days * DAY_MS), dry_run=dry_run
+        )
         result: PurgeResult = self.store.purge(
             now,
             int(done_retention_days * DAY_MS),
@@ -480,6 +484,7 @@ class Runtime:
             "doneFilesPurged": len(files["done"]),
             "deadFilesPurged": len(files["dead"]),
             "retryFilesPurged": len(files["retry"]),
+            "leaseConflictRowsPurged": conflicts,
         }
 
     def _old_bus_files(
@@ -500,6 +505,30 @@ class Runtime:
             "dead": older(self.layout.dead, dead_days),
             "retry": older(self.layout.retry, dead_days),
         }
+
+    def write_lease_report(self, path: Path, hours: int, limit: int) -> dict:
+        """Write the conflict aggregate of the last `hours` hours to `path`."""
+        now = self.clock_ms()
+        report = self.store.lease_report(now, hours, limit)
+        report["generated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1000))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+        return report
+
+    def write_hourly_lease_report(self, node_id: str) -> Path | None:
+        """Write this hour's report unless another process of the root did.
+
+        The hour is claimed with a row in `report_runs`, so a root gets one
+        report per UTC hour however many nodes run on it.
+        """
+        now = self.clock_ms()
+        bucket = time.strftime("%Y%m%d%H", time.gmtime(now / 1000))
+        if not self.store.claim_report_slot("lease-conflicts", bucket, node_id, now):
+            return None
+        path = self.layout.reports / f"lease-conflicts-{bucket}.json"
+        report = self.write_lease_report(path, 24, 5000)
+        event(log, logging.INFO, "lease_report.written", path=path, rows=report["rows"])
+        return path
 
     def stats(self) -> dict:
         counts = self.store.status_counts()

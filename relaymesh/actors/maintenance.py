@@ -41,6 +41,10 @@ async def maintenance_loop(
         if now - last_sweep >= runtime.settings.sweep_grace_ms / 2000:
             last_sweep = now
             await _chore("sweep", _sweep(runtime, executor, work_available))
+        await _chore(
+            "lease report",
+            executor.run(runtime.write_hourly_lease_report, node_id),
+        )
         if now >= next_cleanup:
             next_cleanup = now + IDEMPOTENCY_CLEANUP_INTERVAL_S
             await _chore("idempotency cleanup", _cleanup(runtime, executor))

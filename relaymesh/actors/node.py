@@ -111,7 +111,7 @@ class Node:
                     maintenance_loop, self.runtime, self.executor, self.node_id,
                     self.work_available,
                 )
-                service.start_soon(
+                await service.start(
                     settings_watcher_loop, self.runtime, self.executor, self.node_id,
                     self.settings_reload_ms,
                 )

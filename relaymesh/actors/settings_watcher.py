@@ -85,11 +85,17 @@ async def reload_configuration(
 
 
 async def settings_watcher_loop(
-    runtime: Runtime, executor: Executor, node_id: str, reload_interval_ms: int
+    runtime: Runtime,
+    executor: Executor,
+    node_id: str,
+    reload_interval_ms: int,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Watch for reload triggers; reports started once it has a baseline."""
     signature = await executor.run(runtime.settings_signature)
     generation = await executor.run(runtime.store.settings_reload_generation)
     last_file_check = trio.current_time()
+    task_status.started()
     while True:
         await trio.sleep(runtime.settings.maintenance_interval_ms / 1000)
         try:

@@ -52,6 +52,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "--idempotency-ttl-days", type=days, default=None,
         help="default: idempotencyTtlDays from the settings",
     )
+    parser.add_argument("--conflict-retention-days", type=days, default=30.0,
+                        help="keep lease conflict rows this long")
     parser.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     parser.set_defaults(handler=run_purge)
 
@@ -124,7 +126,11 @@ def run_purge(args: argparse.Namespace, out: Output) -> int:
         else runtime.settings.idempotency_ttl_days
     )
     document = runtime.purge(
-        args.done_retention_days, args.dead_retention_days, ttl, dry_run=args.dry_run
+        args.done_retention_days,
+        args.dead_retention_days,
+        ttl,
+        dry_run=args.dry_run,
+        conflict_retention_days=args.conflict_retention_days,
     )
     verb = "would delete" if args.dry_run else "deleted"
     summary = "\n".join(

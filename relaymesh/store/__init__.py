@@ -6,6 +6,7 @@ is meant to be called through the executor seam from async code.
 """
 
 from relaymesh.store._base import StoreBase
+from relaymesh.store._conflicts import ConflictsMixin
 from relaymesh.store._cancel import CANCEL_MODES, CancelMixin, CancelResult
 from relaymesh.store._leases import LeaseMixin
 from relaymesh.store._operations import OperationsMixin, PurgeResult, ReplayResult
@@ -48,6 +49,7 @@ class Store(
     CancelMixin,
     OperationsMixin,
     SettingsMixin,
+    ConflictsMixin,
     QueriesMixin,
     StoreBase,
 ):

@@ -198,6 +198,15 @@ STATEMENTS = (
     )
     """,
     """
+    CREATE TABLE IF NOT EXISTS report_runs (
+        kind TEXT NOT NULL,
+        bucket TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (kind, bucket)
+    )
+    """,
+    """
     CREATE TABLE IF NOT EXISTS schema_info (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
