@@ -234,6 +234,13 @@ class Settings:
         disk's size it reports pressure all the time.""",
         minimum=0,
     )
+    slo_queue_lag_target_ms: int = _setting(
+        5_000,
+        """Queue lag (age of the oldest step that is ready but not running)
+        above which health reports the root as lagging. Raising it tolerates
+        bursts but hides a backlog that is not draining.""",
+        minimum=1,
+    )
     suspect_after_ms: int = _setting(
         30_000,
         """Time without news from a member before it is marked suspect.

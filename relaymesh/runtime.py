@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from collections import deque
 from collections.abc import Callable
@@ -529,6 +530,49 @@ class Runtime:
         report = self.write_lease_report(path, 24, 5000)
         event(log, logging.INFO, "lease_report.written", path=path, rows=report["rows"])
         return path
+
+    def health(self, node_id: str | None = None) -> dict:
+        """Whether this root (and node) is fit to work, check by check."""
+        now = self.clock_ms()
+        checks: dict[str, dict] = {}
+        try:
+            self.store.counters()
+            checks["store"] = {"ok": True}
+        except Exception as error:  # any failure to read means unhealthy
+            checks["store"] = {"ok": False, "error": str(error)}
+
+        missing = [str(folder) for folder in self.layout.folders() if not folder.is_dir()]
+        checks["folders"] = {"ok": not missing, "missing": missing}
+
+        free = shutil.disk_usage(self.layout.root).free
+        minimum = self.settings.min_free_disk_bytes
+        checks["disk"] = {
+            "ok": minimum == 0 or free >= minimum,
+            "freeBytes": free,
+            "minFreeBytes": minimum,
+        }
+
+        if node_id is not None:
+            row = self.store.node_row(node_id)
+            age = None if row is None else now - row["last_heartbeat_ms"]
+            checks["member"] = {
+                "ok": row is not None
+                and row["status"] == "ALIVE"
+                and age < self.settings.lease_timeout_ms,
+                "nodeId": node_id,
+                "status": row["status"] if row else "UNKNOWN",
+                "heartbeatAgeMs": age,
+            }
+
+        lag = self.store.queue_lag_ms(now) if checks["store"]["ok"] else None
+        target = self.settings.slo_queue_lag_target_ms
+        checks["queueLag"] = {"ok": lag is not None and lag <= target, "lagMs": lag,
+                              "targetMs": target}
+        return {
+            "ok": all(check["ok"] for check in checks.values()),
+            "checks": checks,
+            "checkedAtMs": now,
+        }
 
     def stats(self) -> dict:
         counts = self.store.status_counts()

@@ -76,6 +76,13 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     )
     parser.set_defaults(handler=run_stats)
 
+    parser = commands.add_parser(
+        "health", parents=[common],
+        help="check store, folders, disk space, queue lag and (with --node-id) a node",
+    )
+    parser.add_argument("--node-id", help="also check this node's membership row")
+    parser.set_defaults(handler=run_health)
+
     parser = commands.add_parser("members", parents=[common], help="list nodes")
     parser.set_defaults(handler=run_members)
 
@@ -234,6 +241,16 @@ def run_stats(args: argparse.Namespace, out: Output) -> int:
         if not isinstance(value, dict):
             print(f"{key}: {value}")
     return 0
+
+
+def run_health(args: argparse.Namespace, out: Output) -> int:
+    report = open_runtime(args).health(args.node_id)
+    lines = [f"{'ok' if report['ok'] else 'UNHEALTHY'}"]
+    for name, check in report["checks"].items():
+        facts = ", ".join(f"{key} {value}" for key, value in check.items() if key != "ok")
+        lines.append(f"  {name}: {'ok' if check['ok'] else 'FAIL'}  {facts}")
+    out.lines(report, lines)
+    return 0 if report["ok"] else 1
 
 
 def run_members(args: argparse.Namespace, out: Output) -> int:
