@@ -87,6 +87,8 @@ class Envelope:
             document = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValidationError(f"envelope {source} is not valid JSON: {error}")
+        except RecursionError:
+            raise ValidationError(f"envelope {source} is nested too deeply") from None
         if not isinstance(document, dict):
             raise ValidationError(f"envelope {source} must be a JSON object")
         missing = [field for field in ENVELOPE_FIELDS if field not in document]
@@ -240,6 +242,12 @@ class FileBus:
         except FileNotFoundError:
             return []
         return [Path(owner) / name for owner in owners]
+
+    def present_file_names(self) -> set[str]:
+        """Names of every envelope in the inbox tiers and in processing/."""
+        names = {name for priority in PRIORITIES for name in self.list_tier(priority)}
+        names.update(path.name for _, path, _ in self.processing_entries())
+        return names
 
     def processing_entries(self) -> list[tuple[str, Path, float]]:
         """(owner, path, mtime in seconds) of every file in processing/."""

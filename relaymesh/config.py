@@ -234,6 +234,19 @@ class Settings:
         disk's size it reports pressure all the time.""",
         minimum=0,
     )
+    audit_max_bytes: int = _setting(
+        16 * 1024 * 1024,
+        """Size at which the audit log is rotated to audit.log.1. Raising it
+        means fewer, larger files, each slower to scan from the end.""",
+        minimum=4096,
+    )
+    audit_keep_files: int = _setting(
+        8,
+        """Rotated audit files kept besides audit.log; older ones are deleted.
+        Raising it keeps more history on disk.""",
+        minimum=0,
+        maximum=10_000,
+    )
     slo_queue_lag_target_ms: int = _setting(
         5_000,
         """Queue lag (age of the oldest step that is ready but not running)
@@ -601,6 +614,8 @@ def read_json_config(path: Path) -> object:
             f"invalid JSON in {path} at line {error.lineno}, "
             f"column {error.colno}: {error.msg}"
         ) from error
+    except RecursionError:
+        raise ValidationError(f"invalid JSON in {path}: nested too deeply") from None
 
 
 def load_settings(path: Path) -> Settings:

@@ -29,6 +29,7 @@ from relaymesh.bus import ClaimedFile, FileBus, msg_id_from_file_name, write_ato
 from relaymesh.config import Settings, changed_fields, load_settings
 from relaymesh.errors import NotFoundError, ValidationError
 from relaymesh.faults import crash_point
+from relaymesh.observability.audit import AuditLog
 from relaymesh.observability.logs import event
 from relaymesh.paths import PRIORITIES, RootLayout
 from relaymesh.store import (
@@ -116,7 +117,8 @@ class Runtime:
     policies: RetryPolicies
     clock_ms: Callable[[], int] = wall_clock_ms
     rng: random.Random = field(default_factory=random.Random)
-    audit: object | None = None  # an AuditLog once the root is opened
+    audit: AuditLog | None = None
+    actor: str = "cli"  # who audit rows name as acting, unless a row says otherwise
 
     @classmethod
     def open(
@@ -129,6 +131,8 @@ class Runtime:
     ) -> Runtime:
         """Open (and create, unless `must_exist`) the root at `root`."""
         layout = RootLayout(root)
+        if root.exists() and not root.is_dir():
+            raise ValidationError(f"--root {root} is a file; a root must be a folder")
         if must_exist and not layout.database.exists():
             raise NotFoundError(
                 f"no RelayMesh root at {root} (run 'relaymesh init --root {root}' first)"
@@ -141,7 +145,27 @@ class Runtime:
         store = Store(layout.database, IdGenerator(rng if rng is not None else None))
         store.initialize()
         runtime = cls(layout, settings, store, FileBus(layout), agents, policies, clock_ms, rng)
+        runtime.audit = AuditLog(
+            layout.audit,
+            max_bytes=settings.audit_max_bytes,
+            keep_files=settings.audit_keep_files,
+        )
         return runtime
+
+    def record(
+        self, action: str, resource: str, result: str, *, actor: str | None = None, **fields
+    ) -> None:
+        """Append one audit row; a failing audit write is logged, never raised."""
+        self.record_many([dict(action=action, actor=actor or self.actor,
+                               resource=resource, result=result, **fields)])
+
+    def record_many(self, rows: list[dict]) -> None:
+        if self.audit is None or not rows:
+            return
+        try:
+            self.audit.append_many(rows)
+        except (OSError, ValueError) as error:
+            event(log, logging.ERROR, "audit.write_failed", rows=len(rows), error=error)
 
     def close(self) -> None:
         self.store.close()
@@ -197,11 +221,16 @@ class Runtime:
         self.agents.require(agent_id)
         priority = parse_priority(priority, "--priority")
         self._check_payload_size(input_text, "input")
-        key = idempotency_key or _digest(f"{agent_id}\n{input_text}")
+        key = (
+            idempotency_key
+            if idempotency_key is not None
+            else _digest(f"{agent_id}\n{input_text}")
+        )
         _check_key(key)
         now = self.clock_ms()
         existing = self.store.find_idempotent(key, now, self.idempotency_ttl_ms)
         if existing is not None:
+            self._record_dedup("task.submit", existing, key)
             return existing
 
         task_id = self.store.ids.new("tsk")
@@ -231,11 +260,12 @@ class Runtime:
             payload_max_bytes=self.settings.payload_max_bytes,
         )
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
-        key = idempotency_key or _digest(canonical)
+        key = idempotency_key if idempotency_key is not None else _digest(canonical)
         _check_key(key)
         now = self.clock_ms()
         existing = self.store.find_idempotent(key, now, self.idempotency_ttl_ms)
         if existing is not None:
+            self._record_dedup("workflow.submit", existing, key)
             return existing
 
         task_id = self.store.ids.new("tsk")
@@ -266,14 +296,28 @@ class Runtime:
         except BaseException:
             _unlink_all(payloads)
             raise
+        action = "task.submit" if task.kind == "single" else "workflow.submit"
         if result.deduplicated:
             _unlink_all(payloads)  # another process won the race for this key
+            self._record_dedup(action, result, task.idempotency_key)
             return result
         crash_point("submit.after_commit")
         self.bus.enqueue_many(list(result.envelopes))
+        self.record(
+            action, f"task/{task.task_id}", "submitted", task_id=task.task_id,
+            trace_id=task.trace_id,
+            details={"steps": len(task.steps), "ready_steps": len(result.envelopes),
+                     "agents": sorted({step.agent_id for step in task.steps}),
+                     "idempotency_key": task.idempotency_key},
+        )
         event(log, logging.INFO, "task.submitted", task_id=task.task_id,
               kind=task.kind, steps=len(task.steps))
         return result
+
+    def _record_dedup(self, action: str, result: SubmitResult, key: str) -> None:
+        self.record(action, f"task/{result.task_id}", "deduplicated",
+                    task_id=result.task_id,
+                    details={"status": result.status, "idempotency_key": key})
 
     def _check_payload_size(self, text: str, what: str) -> None:
         size = len(text.encode("utf-8"))
@@ -342,6 +386,7 @@ class Runtime:
             if outcome.file_path is not None:
                 self.bus.finish(outcome.file_path, result.file_destination, now)
             self.bus.enqueue_many(result.envelopes)
+        self.record_many([_commit_row(outcome, result) for outcome, result in zip(outcomes, results)])
         return results
 
     def renew_leases(self, leases: list[LeaseRef]) -> list[LeaseRef]:
@@ -358,17 +403,32 @@ class Runtime:
             if path is not None:
                 self.bus.discard(path)
             self.bus.enqueue_many(result.envelopes)
+        self.record_many([
+            dict(action="lease.release", actor=self.actor, resource=f"step/{lease.step_id}",
+                 result="released" if result.committed else "release_conflict",
+                 step_id=lease.step_id, details={"lease_epoch": lease.lease_epoch})
+            for lease, result in zip(leases, results)
+        ])
         return results
 
     def reclaim_leases(self, leases: list[RunningLease], reason: str) -> list[CommitResult]:
         results = self.store.reclaim_leases(
             leases, reason, self.clock_ms(), self.policies.policy_for, self.rng
         )
+        rows = []
         for lease, result in zip(leases, results):
             if result.committed:
                 event(log, logging.INFO, "lease.reclaimed", step_id=lease.step_id,
                       owner=lease.lease_owner, epoch=lease.lease_epoch, reason=reason,
                       step_status=result.step_status)
+            rows.append(dict(
+                action="lease.reclaim", actor=self.actor, resource=f"step/{lease.step_id}",
+                result="reclaimed" if result.committed else "reclaim_conflict",
+                task_id=lease.task_id, step_id=lease.step_id,
+                details={"owner": lease.lease_owner, "lease_epoch": lease.lease_epoch,
+                         "reason": reason, "step_status": result.step_status},
+            ))
+        self.record_many(rows)
         return results
 
     # Maintenance -------------------------------------------------------------
@@ -394,8 +454,13 @@ class Runtime:
         report = SweepReport()
         now = self.clock_ms()
         cutoff = now - self.settings.sweep_grace_ms
-        for envelope in self.store.queued_messages_older_than(cutoff, limit=1000):
-            if not self.bus.is_queued_or_claimed(envelope):
+        present = self.bus.present_file_names()
+        after = (-1, "")
+        while page := self.store.queued_messages_older_than(cutoff, 1000, after):
+            after = (page[-1].created_at_ms, page[-1].msg_id)
+            for envelope in page:
+                if envelope.file_name in present or self.bus.is_queued_or_claimed(envelope):
+                    continue  # the second look covers a file claimed since the listing
                 self.bus.enqueue(envelope)
                 report.messages_rewritten += 1
                 event(log, logging.WARNING, "sweep.message_rewritten",
@@ -415,6 +480,9 @@ class Runtime:
             if state == "QUEUED":
                 self.bus.return_to_inbox(path, row["priority"].lower())
                 report.files_returned_to_inbox += 1
+            elif state in ("RELEASED", "CANCELLED"):
+                self.bus.discard(path)  # a fresh message replaced it, or none is due
+                report.files_settled += 1
             else:
                 destination = {"DONE": "done", "FAILED": "retry"}.get(state or "", "dead")
                 self.bus.finish(path, destination, now)
@@ -437,11 +505,25 @@ class Runtime:
         if result.cancelled:
             event(log, logging.INFO, "task.cancelled", task_id=task_id, mode=mode,
                   steps=result.step_rows, still_running=len(result.still_running))
+        if not result.cancelled:
+            return result
+        self.record(
+            "task.cancel", f"task/{task_id}", "cancelled",
+            task_id=task_id,
+            details={"mode": mode, "reason": reason, "step_rows": result.step_rows,
+                     "message_rows": result.message_rows,
+                     "still_running": result.still_running},
+        )
         return result
 
     def replay(self, task_id: str, dry_run: bool = False) -> ReplayResult:
         result = self.store.replay_task(task_id, self.clock_ms(), dry_run=dry_run)
         self.bus.enqueue_many(result.envelopes)
+        if result.replayed and not dry_run:
+            self.record(
+                "dead.replay", f"task/{task_id}", "replayed", task_id=task_id,
+                details={"steps": result.steps},
+            )
         return result
 
     def replay_batch(self, status: str, limit: int, dry_run: bool = False) -> list[ReplayResult]:
@@ -472,10 +554,19 @@ class Runtime:
         )
         files = self._old_bus_files(now, done_retention_days, dead_retention_days)
         meta_files = [self.layout.meta / f"{msg_id}.meta.json" for msg_id in result.msg_ids]
+        old_files = files["done"] + files["dead"] + files["retry"]
+        deleted = result.tasks + result.idempotency_rows + conflicts + len(old_files)
         if not dry_run:
             _unlink_all([Path(path) for path in result.payload_paths])
             _unlink_all(meta_files)
-            _unlink_all(files["done"] + files["dead"] + files["retry"])
+            _unlink_all(old_files)
+        if deleted and not dry_run:
+            self.record("storage.purge", "runtime/storage", "ok", details={
+                "tasks": result.tasks, "idempotency_rows": result.idempotency_rows,
+                "lease_conflict_rows": conflicts, "bus_files": len(old_files),
+                "done_retention_days": done_retention_days,
+                "dead_retention_days": dead_retention_days,
+            })
         return {
             "dryRun": dry_run,
             "tasksPurged": result.tasks,
@@ -506,6 +597,35 @@ class Runtime:
             "dead": older(self.layout.dead, dead_days),
             "retry": older(self.layout.retry, dead_days),
         }
+
+    def export_task(self, task_id: str) -> dict:
+        """A self-contained JSON snapshot of a task (format relaymesh.task-export.v1)."""
+        view = self.store.task_view(task_id)
+        if view is None:
+            raise NotFoundError(f"task {task_id!r} not found")
+        payloads = {}
+        for step in view["steps"]:
+            path = Path(self.store.payload_path_of(step["stepId"]) or "")
+            try:
+                payloads[step["name"]] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                payloads[step["name"]] = None
+        audit_rows = [
+            json.loads(line) for line in self.audit.query(task_id=task_id, limit=100_000)
+        ] if self.audit is not None else []
+        audit_rows.reverse()  # oldest first, like the rest of the document
+        document = {
+            "format": "relaymesh.task-export.v1",
+            "exportedAtMs": self.clock_ms(),
+            "task": view,
+            "messages": self.store.messages_of(task_id),
+            "payloads": payloads,
+            "auditEvents": audit_rows,
+        }
+        self.record("task.export", f"task/{task_id}", "ok", task_id=task_id,
+                    trace_id=view["traceId"],
+                    details={"steps": len(view["steps"]), "audit_events": len(audit_rows)})
+        return document
 
     def write_lease_report(self, path: Path, hours: int, limit: int) -> dict:
         """Write the conflict aggregate of the last `hours` hours to `path`."""
@@ -597,6 +717,33 @@ class Runtime:
             "leaseConflictTotal": total("lease_conflicts_total"),
             "lowStarvationCount": total("low_starvation_count"),
         }
+
+
+def _commit_row(outcome: StepOutcome, result: CommitResult) -> dict:
+    """The audit row of one committed (or refused) attempt outcome."""
+    if result.committed:
+        action, verdict = "step.execute", str(result.step_status).lower()
+    else:
+        action, verdict = "lease.conflict", result.message or "refused"
+    return dict(
+        action=action,
+        actor=f"worker:{outcome.worker_id}" if outcome.worker_id else "worker",
+        resource=f"step/{outcome.step_id}",
+        result=verdict,
+        task_id=outcome.task_id or None,
+        step_id=outcome.step_id,
+        trace_id=outcome.trace_id or None,
+        span_id=outcome.span_id or None,
+        details={
+            "outcome": str(outcome.outcome),
+            "attempt": outcome.attempt,
+            "lease_epoch": outcome.lease_epoch,
+            "task_status": result.task_status,
+            "next_retry_at_ms": result.next_retry_at_ms,
+            "error": outcome.error or None,
+            "ready_steps": len(result.envelopes),
+        },
+    )
 
 
 def _digest(text: str) -> str:

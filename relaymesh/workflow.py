@@ -49,12 +49,28 @@ def load_workflow_file(path: Path) -> object:
     except (OSError, UnicodeDecodeError) as error:
         raise ValidationError(f"cannot read workflow file {path}: {error}") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys(path))
     except json.JSONDecodeError as error:
         raise ValidationError(
             f"workflow file {path} is not valid JSON: {error.msg}"
             f" at line {error.lineno} column {error.colno}"
         ) from None
+    except RecursionError:
+        raise ValidationError(f"workflow file {path} is nested too deeply") from None
+
+
+def _unique_keys(path: Path):
+    """A json object hook that rejects a key given twice in one object."""
+
+    def build(pairs: list[tuple[str, object]]) -> dict:
+        document: dict = {}
+        for key, value in pairs:
+            if key in document:
+                raise ValidationError(f"workflow file {path} gives the key {key!r} twice")
+            document[key] = value
+        return document
+
+    return build
 
 
 def parse_workflow(

@@ -47,6 +47,8 @@ EXPECTED_SETTINGS = [
     ("maintenanceIntervalMs", "maintenance_interval_ms", 1000, 50, 3_600_000),
     ("sweepGraceMs", "sweep_grace_ms", 30000, 1000, None),
     ("minFreeDiskBytes", "min_free_disk_bytes", 0, 0, None),
+    ("auditMaxBytes", "audit_max_bytes", 16 * 1024 * 1024, 4096, None),
+    ("auditKeepFiles", "audit_keep_files", 8, 0, 10_000),
     ("sloQueueLagTargetMs", "slo_queue_lag_target_ms", 5000, 1, None),
     ("suspectAfterMs", "suspect_after_ms", 30000, 100, None),
     ("deadAfterMs", "dead_after_ms", 60000, 100, None),

@@ -65,14 +65,16 @@ class LeaseManager:
 
     async def renew_once(self) -> list[LeaseRef]:
         """Renew every registered lease in one hop; cancel the lost ones."""
-        leases = [running.lease for running in self.running.values()]
+        # A finished step's outcome may be committed while this renewal runs;
+        # renewing it then would look like a lost lease.
+        leases = [entry.lease for entry in self.running.values() if not entry.finished]
         if not leases:
             return []
         lost = await self.executor.run(self.runtime.renew_leases, leases)
         self.heartbeats += 1
         for lease in lost:
             running = self.running.get(lease.step_id)
-            if running is None or running.lease != lease:
+            if running is None or running.lease != lease or running.finished:
                 continue  # finished and committed while the renewal ran
             running.lost = True
             running.cancel_reason = "lease lost: another node or an operator took the step"

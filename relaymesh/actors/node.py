@@ -66,6 +66,7 @@ class Node:
     _stopped: trio.Event = field(init=False, default_factory=trio.Event)
 
     def __post_init__(self) -> None:
+        self.runtime.actor = f"node:{self.node_id}"
         self.selector = TierSelector(self.runtime.settings.max_consecutive_high)
         self.leases = LeaseManager(self.runtime, self.executor)
         self.slots = trio.Semaphore(self.workers)

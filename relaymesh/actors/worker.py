@@ -70,6 +70,10 @@ async def execute_step(
             error=error,
             file_path=step.file_path,
             worker_id=worker_id,
+            task_id=step.task_id,
+            trace_id=step.trace_id,
+            span_id=step.span_id,
+            attempt=step.attempt,
         )
 
     if running.released:

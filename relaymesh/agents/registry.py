@@ -74,6 +74,8 @@ def load_script_specs(layout: RootLayout) -> list[ScriptSpec]:
             f"{path}: not valid JSON at line {error.lineno}, column {error.colno}: "
             f"{error.msg}"
         ) from None
+    except RecursionError:
+        raise ValidationError(f"{path}: JSON is nested too deeply") from None
 
     if not isinstance(document, dict) or set(document) != {"agents"}:
         if isinstance(document, dict):

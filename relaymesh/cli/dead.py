@@ -11,7 +11,7 @@ from relaymesh.bus import write_atomically
 from relaymesh.cli.arguments import days, integer_in
 from relaymesh.cli.common import open_runtime
 from relaymesh.cli.output import Output
-from relaymesh.errors import ValidationError
+from relaymesh.errors import NotFoundError, ValidationError
 
 
 def register(commands, common: argparse.ArgumentParser) -> None:
@@ -70,6 +70,8 @@ def _replay_document(result) -> dict:
 def run_replay(args: argparse.Namespace, out: Output) -> int:
     runtime = open_runtime(args)
     result = runtime.replay(args.task_id, dry_run=args.dry_run)
+    if result.message == "task not found":
+        raise NotFoundError(f"task {args.task_id!r} not found")
     document = {**_replay_document(result), "dryRun": args.dry_run}
     verb = "would replay" if args.dry_run else "replayed"
     summary = (

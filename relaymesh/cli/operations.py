@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
+from relaymesh.bus import write_atomically
 from relaymesh.cli.arguments import integer_in
 from relaymesh.cli.common import open_runtime
 from relaymesh.cli.output import Output
@@ -22,6 +25,14 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", default="cancelled by operator",
                         help="recorded as the task's last error")
     parser.set_defaults(handler=run_cancel)
+
+    parser = commands.add_parser(
+        "task-export", parents=[common],
+        help="write a task with steps, attempts, messages, payloads and audit events",
+    )
+    parser.add_argument("task_id")
+    parser.add_argument("--out", required=True, help="output file ('-' for stdout)")
+    parser.set_defaults(handler=run_task_export)
 
 
 def run_cancel(args: argparse.Namespace, out: Output) -> int:
@@ -46,6 +57,33 @@ def run_cancel(args: argparse.Namespace, out: Output) -> int:
         summary = f"not cancelled: {result.message}"
     out.document(document, summary)
     return 0 if result.cancelled else 1
+
+
+def run_task_export(args: argparse.Namespace, out: Output) -> int:
+    runtime = open_runtime(args)
+    if args.out != "-" and Path(args.out).is_dir():
+        raise ValidationError(f"--out {args.out} is a folder; give a file name")
+    document = runtime.export_task(args.task_id)
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if args.out == "-":
+        print(text, end="")
+        return 0
+    target = Path(args.out)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, text.encode("utf-8"))
+    except OSError as error:
+        raise ValidationError(f"cannot write --out {target}: {error.strerror}") from None
+    summary = {
+        "taskId": args.task_id,
+        "exported": True,
+        "stepCount": len(document["task"]["steps"]),
+        "messageCount": len(document["messages"]),
+        "auditEvents": len(document["auditEvents"]),
+        "output": str(target.resolve()),
+    }
+    out.document(summary, f"exported {args.task_id} to {target}")
+    return 0
 
 
 def register_settings(commands, common: argparse.ArgumentParser) -> None:

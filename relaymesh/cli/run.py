@@ -137,8 +137,12 @@ def run_demo(args: argparse.Namespace, out: Output) -> int:
     target = Path(args.target or Path(__file__).resolve().parents[1]).resolve()
     if not target.is_dir():
         raise ValidationError(f"--target {target} is not a folder")
-    root = Path(args.root).resolve() if args.root else Path(tempfile.mkdtemp(prefix="relaymesh-demo-"))
-    root.mkdir(parents=True, exist_ok=True)
+    if args.root:
+        root = Path(args.root).resolve()
+        # Validate the root's own files before the demo writes into it.
+        Runtime.open(root).close()
+    else:
+        root = Path(tempfile.mkdtemp(prefix="relaymesh-demo-"))
     preparer.install_scripts(root, sys.executable)
     workflow_file = root / "line-count.workflow.json"
     preparer.write_workflow(str(target), workflow_file)

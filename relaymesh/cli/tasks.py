@@ -111,6 +111,8 @@ def _read_input(args: argparse.Namespace) -> str:
             json.loads(args.payload)
         except json.JSONDecodeError as error:
             raise ValidationError(f"--payload is not valid JSON: {error}") from None
+        except RecursionError:
+            raise ValidationError("--payload is nested too deeply") from None
         return args.payload
     if args.input_file == "-":
         data = sys.stdin.buffer.read()

@@ -234,8 +234,8 @@ class StoreBase:
         new = derive_task_state(
             current, [StepState(row["status"]) for row in steps], replaying=replaying
         )
-        if new == current and last_error is None:
-            return new
+        if new == current and (last_error is None or current in TERMINAL_TASK_STATES):
+            return new  # a finished task keeps the error and time it finished with
         check_task_change(current, new)
 
         result = None

@@ -172,6 +172,8 @@ class LeaseMixin:
                     (now_ms, lease.step_id, lease.lease_token, lease.lease_epoch),
                 )
                 if updated.rowcount == 0:
+                    if self._attempt_committed(db, lease):
+                        continue  # its own outcome was committed first: not lost
                     self._record_conflict(
                         db,
                         "heartbeat_conflict",
@@ -183,6 +185,18 @@ class LeaseMixin:
                     )
                     lost.append(lease)
         return lost
+
+    def _attempt_committed(self, db: sqlite3.Connection, lease: LeaseRef) -> bool:
+        """True if the attempt under this lease ended with its own outcome."""
+        row = db.execute(
+            "SELECT outcome FROM step_attempts WHERE step_id = ? AND lease_epoch = ?",
+            (lease.step_id, lease.lease_epoch),
+        ).fetchone()
+        return row is not None and row["outcome"] in (
+            AttemptOutcome.SUCCESS,
+            AttemptOutcome.FAILED,
+            AttemptOutcome.TIMEOUT,
+        )
 
     # Completions ---------------------------------------------------------
 
@@ -568,4 +582,6 @@ class LeaseMixin:
             return self._dead_letter_followups(db, lease.step_id, step, error, now_ms)
         status = self._refresh_task(db, step["task_id"], now_ms, last_error=error)
         self._bump_counter(db, "retries_scheduled_total", now_ms)
-        return CommitResult(lease.step_id, True, StepState.RETRYING, status, "retry")
+        return CommitResult(
+            lease.step_id, True, StepState.RETRYING, status, "retry", next_retry_at_ms=retry_at
+        )

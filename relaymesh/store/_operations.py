@@ -186,12 +186,20 @@ class OperationsMixin:
 
     # Outbox and processing sweeps -------------------------------------------
 
-    def queued_messages_older_than(self, cutoff_ms: int, limit: int) -> list[Envelope]:
+    def queued_messages_older_than(
+        self, cutoff_ms: int, limit: int, after: tuple[int, str] = (-1, "")
+    ) -> list[Envelope]:
+        """Queued messages created at or before `cutoff_ms`, in pages.
+
+        Pass the (created_at_ms, msg_id) of the last message of a page as
+        `after` to get the next page.
+        """
         with self._read() as db:
             rows = db.execute(
                 "SELECT * FROM messages WHERE state = 'QUEUED' AND created_at_ms <= ?"
-                " ORDER BY created_at_ms LIMIT ?",
-                (cutoff_ms, limit),
+                " AND (created_at_ms, msg_id) > (?, ?)"
+                " ORDER BY created_at_ms, msg_id LIMIT ?",
+                (cutoff_ms, after[0], after[1], limit),
             ).fetchall()
         return [_envelope_from_row(row) for row in rows]
 

@@ -85,6 +85,37 @@ class QueriesMixin:
             ],
         }
 
+    def messages_of(self, task_id: str) -> list[dict]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT m.*, s.name AS step_name FROM messages AS m"
+                " JOIN steps AS s USING (step_id) WHERE m.task_id = ?"
+                " ORDER BY m.created_at_ms, m.msg_id",
+                (task_id,),
+            ).fetchall()
+        return [
+            {
+                "msgId": row["msg_id"],
+                "stepId": row["step_id"],
+                "stepName": row["step_name"],
+                "toAgent": row["to_agent"],
+                "priority": row["priority"],
+                "state": row["state"],
+                "attempt": row["attempt"],
+                "fileName": row["file_name"],
+                "createdAtMs": row["created_at_ms"],
+                "updatedAtMs": row["updated_at_ms"],
+            }
+            for row in rows
+        ]
+
+    def payload_path_of(self, step_id: str) -> str | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT payload_path FROM steps WHERE step_id = ?", (step_id,)
+            ).fetchone()
+        return row[0] if row else None
+
     def list_tasks(self, status: str | None, limit: int, offset: int) -> list[dict]:
         with self._read() as db:
             rows = db.execute(

@@ -101,6 +101,10 @@ class StepOutcome:
     error: str = ""
     file_path: Path | None = None
     worker_id: str = ""
+    task_id: str = ""
+    trace_id: str = ""
+    span_id: str = ""
+    attempt: int = 0
 
 
 @dataclass
