@@ -118,7 +118,7 @@ class Runtime:
     clock_ms: Callable[[], int] = wall_clock_ms
     rng: random.Random = field(default_factory=random.Random)
     audit: AuditLog | None = None
-    actor: str = "cli"  # who audit rows name as acting, unless a row says otherwise
+    actor: str = "cli"  # the default actor of audit rows
 
     @classmethod
     def open(
@@ -599,7 +599,7 @@ class Runtime:
         }
 
     def export_task(self, task_id: str) -> dict:
-        """A self-contained JSON snapshot of a task (format relaymesh.task-export.v1)."""
+        """Build a self-contained JSON snapshot of a task (format relaymesh.task-export.v1)."""
         view = self.store.task_view(task_id)
         if view is None:
             raise NotFoundError(f"task {task_id!r} not found")
@@ -652,7 +652,7 @@ class Runtime:
         return path
 
     def health(self, node_id: str | None = None) -> dict:
-        """Whether this root (and node) is fit to work, check by check."""
+        """Check whether this root (and node) is fit to work, check by check."""
         now = self.clock_ms()
         checks: dict[str, dict] = {}
         try:
@@ -720,7 +720,7 @@ class Runtime:
 
 
 def _commit_row(outcome: StepOutcome, result: CommitResult) -> dict:
-    """The audit row of one committed (or refused) attempt outcome."""
+    """Build the audit row of one committed (or rejected) attempt outcome."""
     if result.committed:
         action, verdict = "step.execute", str(result.step_status).lower()
     else:

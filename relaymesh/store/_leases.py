@@ -374,7 +374,7 @@ class LeaseMixin:
         error: str,
         now_ms: int,
     ) -> CommitResult:
-        """A step of a soft-cancelled task failed: cancel it instead of retrying."""
+        """Cancel a failed step of a soft-cancelled task instead of retrying it."""
         applied = self._fenced_update(
             db,
             outcome,

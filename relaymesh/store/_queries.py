@@ -22,7 +22,7 @@ def _attempt_view(row: sqlite3.Row) -> dict:
 
 class QueriesMixin:
     def task_view(self, task_id: str) -> dict | None:
-        """The task, each step with its dependencies, and every attempt."""
+        """Return the task, each step with its dependencies, and every attempt."""
         with self._read() as db:
             task = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
             if task is None:
