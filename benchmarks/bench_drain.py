@@ -19,6 +19,9 @@ does every completion; so the number of distinct (node, millisecond) values
 bounds the number of transactions from below, and tasks divided by it bounds
 the mean batch from above.
 
+Draining backlogs of different sizes with the same node shows whether the
+cost of a step depends on how many steps are queued behind it.
+
 The peak resident memory of each node (VmHWM in /proc/<pid>/status) is read
 after the drain and before the node is stopped.
 """
@@ -189,6 +192,28 @@ def worker_counts(base: Path, tasks: int) -> list[Result]:
                 decimals=2,
             ),
         ]
+    return results
+
+
+def backlog_sizes(base: Path, sizes: tuple[int, ...]) -> list[Result]:
+    """Steady rate of one node x 4 workers for backlogs of different sizes.
+
+    A node that did constant work per step would drain every backlog at the
+    same rate; a rate that falls as the backlog grows shows work that grows
+    with the number of queued files.
+    """
+    results = []
+    for tasks in sizes:
+        run = drain(base, tasks, nodes=1, workers=4)
+        check_exactly_once(run)
+        results.append(
+            Result(
+                "backlog",
+                f"{tasks} queued tasks, 1 node x 4 workers",
+                run.steady_steps_per_s,
+                "steps/s",
+            )
+        )
     return results
 
 

@@ -10,7 +10,8 @@ The benchmarks, each in its own module:
 - `bench_submit.py`: submits through `Runtime.submit` in one process, and
   through one `relaymesh submit` process each, with the start-up split out;
 - `bench_drain.py`: a backlog drained by one node, by two nodes on one
-  root, and by one node with 1, 4 and 16 workers; the node's peak memory;
+  root, by one node with 1, 4 and 16 workers, and by one node facing
+  backlogs of different sizes; the node's peak memory;
 - `bench_latency.py`: created-to-finished time of tasks submitted one at a
   time to a running node, with the default poll interval and a short one.
 
@@ -56,6 +57,7 @@ class Sizes:
     runtime_submits: int
     cli_submits: int
     drain_tasks: int
+    backlogs: tuple[int, ...]
     latency_tasks: int
     latency_rate_per_s: float
     repeats: int  # each benchmark runs this often; the table shows the median
@@ -65,6 +67,7 @@ FULL = Sizes(
     runtime_submits=2000,
     cli_submits=20,
     drain_tasks=2000,
+    backlogs=(250, 1000, 4000),
     latency_tasks=100,
     latency_rate_per_s=10,
     repeats=3,
@@ -73,11 +76,12 @@ QUICK = Sizes(
     runtime_submits=200,
     cli_submits=5,
     drain_tasks=200,
+    backlogs=(50, 200),
     latency_tasks=20,
     latency_rate_per_s=20,
     repeats=1,
 )
-GROUPS = ("submit", "cli", "drain", "workers", "latency")
+GROUPS = ("submit", "cli", "drain", "workers", "backlog", "latency")
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -125,6 +129,7 @@ def run_groups(
         "cli": lambda: bench_submit.cli_submit(folder, sizes.cli_submits),
         "drain": lambda: _drain_and_memory(folder, sizes.drain_tasks),
         "workers": lambda: bench_drain.worker_counts(folder, sizes.drain_tasks),
+        "backlog": lambda: bench_drain.backlog_sizes(folder, sizes.backlogs),
         "latency": lambda: bench_latency.latency_results(
             folder, sizes.latency_tasks, sizes.latency_rate_per_s
         ),

@@ -140,6 +140,7 @@ class Runtime:
         settings = load_settings(layout.settings_file)
         agents = AgentRegistry.load(layout)
         policies = RetryPolicies.load(layout.retry_policies_file, settings)
+        policies.validate_agent_ids(agents.ids())
         layout.ensure()
         rng = rng or random.Random()
         store = Store(layout.database, IdGenerator(rng if rng is not None else None))
@@ -185,6 +186,7 @@ class Runtime:
         settings = load_settings(self.layout.settings_file)
         policies = RetryPolicies.load(self.layout.retry_policies_file, settings)
         agents = AgentRegistry.load(self.layout)
+        policies.validate_agent_ids(agents.ids())
         return settings, policies, agents
 
     def settings_signature(self) -> tuple[int, int] | None:

@@ -475,7 +475,9 @@ def test_message_lost_behind_a_backlog_is_rewritten_by_sweep(driver, monkeypatch
     monkeypatch.setattr(
         store,
         "queued_messages_older_than",
-        lambda cutoff_ms, limit, after=(-1, ""): original(cutoff_ms, min(limit, 3), after),
+        lambda cutoff_ms, limit, after=(-1, ""): original(
+            cutoff_ms, min(limit, 3), after
+        ),
     )
     for index in range(3):
         driver.runtime.submit("echo", f"backlog {index}")

@@ -104,14 +104,20 @@ def test_stats_count_files_and_rows(driver):
     assert stats["queueLagMs"] == 1_500
 
 
-def test_queue_lag_counts_queued_and_retrying_steps_from_when_they_became_ready(driver):
+def test_queue_lag_counts_ready_steps_and_due_retries(driver):
     assert driver.runtime.store.queue_lag_ms(driver.clock()) == 0
-    driver.runtime.submit("fail", "x")
+    task = driver.runtime.submit("fail", "x")
     driver.clock.advance(700)
     assert driver.runtime.store.queue_lag_ms(driver.clock()) == 700
+
     driver.fail(driver.claim_one())
-    driver.clock.advance(300)
-    assert driver.runtime.store.queue_lag_ms(driver.clock()) == 1_000
+    retry_at = driver.steps(task.task_id)["main"]["next_retry_at_ms"]
+    driver.clock.set(retry_at - 1)
+    # A retry waiting for its backoff is not lag.
+    assert driver.runtime.store.queue_lag_ms(driver.clock()) == 0
+    driver.clock.set(retry_at + 300)
+    # A due retry counts from the moment it became due.
+    assert driver.runtime.store.queue_lag_ms(driver.clock()) == 300
 
 
 # Workflows ------------------------------------------------------------------------

@@ -58,5 +58,5 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default=None,
-        help="log level on stderr (default: warning; info for node and worker)",
+        help="log level on stderr (default: warning; info for node)",
     )

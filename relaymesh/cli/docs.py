@@ -35,6 +35,7 @@ import argparse
 import sys
 
 from relaymesh.cli.arguments import ArgumentParser, add_common, days
+from relaymesh.cli.audit import iso_time
 from relaymesh.cli.main import build_parser
 from relaymesh.cli.run import NODE_ID_PATTERN, node_id
 
@@ -73,19 +74,25 @@ temporary folder, never `RELAYMESH_ROOT`.
 The options belong to the command, so they come after its name:
 `relaymesh stats --root DIR`, not `relaymesh --root DIR stats`.
 
-Every command reads `relaymesh-settings.json`, `agents/scripts.json` and
+Every command except `audit-tail`, `audit-query` and `audit-verify` reads
+`relaymesh-settings.json`, `agents/scripts.json` and
 `agents/retry-policies.json` when it opens the root. An invalid file stops
-every command with exit status 2 and a message naming the file and the key.
+those commands with exit status 2 and a message naming the file and the
+key. The three audit commands only read the audit log.
 
 ## Output
 
 When standard output is not a terminal, or with `--json`, a command prints
 one JSON document: indented by two spaces, camelCase field names, non-ASCII
 text as is. Scripts should rely on this form only. On a terminal the same
-command prints a table or a short summary instead. Two commands differ:
-`worker` prints one compact JSON object per line (JSON Lines), one per
-round, on a terminal or not; `dead-export --out -` prints its JSON array to
-standard output.
+command prints a table or a short summary instead. Some commands differ:
+
+- `worker` prints one compact JSON object per round, one per line (JSON
+  Lines), on a terminal or not;
+- `audit-tail` prints the audit log's lines as written (JSON Lines) unless
+  `--json` is given;
+- `dead-export --out -` and `task-export --out -` print the exported
+  document to standard output.
 
 Errors go to standard error as one line, `relaymesh COMMAND: message`, with
 no traceback, and a command that stops with an error has changed nothing. Usage errors read
@@ -143,6 +150,7 @@ OPTION_NOTES: dict[tuple[str, str], str] = {
         " this, and `dead/` and `retry/` files older than this"
     ),
     ("cancel", "task_id"): "the task id, `tsk_...`",
+    ("task-export", "task_id"): "the task id, `tsk_...`",
     ("cancel", "mode"): (
         "`soft` lets running steps finish, `hard` stops them too; case-insensitive"
     ),
@@ -241,6 +249,12 @@ NOTES: dict[str, str] = {
         " `stillRunning` names the steps that a soft cancel lets finish"
         " ([model.md](model.md#cancel))."
     ),
+    "task-export": (
+        "Writes one JSON document (`format` `relaymesh.task-export.v1`) with"
+        " the task as `task` shows it, its messages, each step's input and the"
+        " task's audit rows, oldest first. Prints a summary of what it wrote."
+        " Exit status 1 if the task does not exist."
+    ),
     "reload-settings": (
         "Validates the settings, agents and retry-policy files, then asks every"
         " running node of the root to reload them and waits for their"
@@ -259,8 +273,9 @@ NOTES: dict[str, str] = {
         " ([model.md](model.md#fencing)). In the example, `leaseTimeoutMs` was"
         " 1000 and a `worker --node-id node-b` running a 3-second script was"
         " stopped with SIGSTOP for 1.5 s. `worker --node-id node-c` reclaimed"
-        " the step meanwhile, so when node-b resumed, its lease renewal and"
-        " then its result were refused."
+        " the step meanwhile. When node-b resumed, its next lease renewal was"
+        " refused (the row below), and it stopped its script instead of"
+        " finishing it."
     ),
     "ownership-events": (
         "A timeline of claims, hand-backs, reclaims, cancellations and refused"
@@ -271,6 +286,20 @@ NOTES: dict[str, str] = {
         " and worker with a sample, to a JSON file, and prints its path."
         " Running nodes write the same report for the last 24 hours once per"
         " UTC hour to `reports/lease-conflicts-<YYYYMMDDHH>.json`."
+    ),
+    "audit-tail": (
+        "Prints the last lines of `audit/audit.log` as written, oldest first;"
+        " with `--json`, a JSON array of the rows. The row format and the hash"
+        " chain are described in [audit.md](audit.md)."
+    ),
+    "audit-query": (
+        "Prints the matching rows, newest first, searching rotated files too."
+        " `--from` later than `--to` is a usage error (exit status 2)."
+    ),
+    "audit-verify": (
+        "Checks every row's hash and its link to the row before, across"
+        " rotated files, and reports the first problems found with their file"
+        " and line. Exit status 1 if the chain is broken."
     ),
     "node": (
         "Runs until SIGINT or SIGTERM, then stops gracefully: it claims"
@@ -322,7 +351,7 @@ EXAMPLES: dict[str, str] = {
 """,
     "submit": r"""$ relaymesh submit --agent echo --input hello --json
 {
-  "taskId": "tsk_88bd0d84baa1121e381dbc2ec0daa5a0",
+  "taskId": "tsk_4ca10df973a1cec7d8d93a78873c491e",
   "deduplicated": false,
   "status": "PENDING",
   "result": null,
@@ -331,28 +360,28 @@ EXAMPLES: dict[str, str] = {
 """,
     "submit-workflow": r"""$ relaymesh submit-workflow --file flow.json --json
 {
-  "taskId": "tsk_7db25a111e8bd5153e460a7f96ec1ff1",
+  "taskId": "tsk_a355d80c88de8bb777c164e79ae822f4",
   "deduplicated": false,
   "status": "PENDING",
   "result": null,
   "message": "workflow submitted"
 }
 """,
-    "task": r"""$ relaymesh task tsk_88bd0d84baa1121e381dbc2ec0daa5a0 --json
+    "task": r"""$ relaymesh task tsk_4ca10df973a1cec7d8d93a78873c491e --json
 {
-  "taskId": "tsk_88bd0d84baa1121e381dbc2ec0daa5a0",
+  "taskId": "tsk_4ca10df973a1cec7d8d93a78873c491e",
   "kind": "single",
   "status": "SUCCESS",
   "idempotencyKey": "ab46b0d03eaca0ca09b7e75e46ff27832fe691d2c3c90764efc78bfc395097bd",
-  "traceId": "77de1cfa35e1b5e765d2c98e2daee779",
-  "resultPayload": "{\"agent\": \"echo\", \"taskId\": \"tsk_88bd0d84baa1121e381dbc2ec0daa5a0\", \"stepId\": \"stp_1257964b662985e6616d72329d47e69d\", \"traceparent\": \"00-77de1cfa35e1b5e765d2c98e2daee779-8bccc89aef553898-01\", \"received\": \"hello\"}",
+  "traceId": "5d80dd0c62995e793fc0bff2a826745c",
+  "resultPayload": "{\"agent\": \"echo\", \"taskId\": \"tsk_4ca10df973a1cec7d8d93a78873c491e\", \"stepId\": \"stp_3a681c3f44263e2d2e0e130e0e5884cb\", \"traceparent\": \"00-5d80dd0c62995e793fc0bff2a826745c-2a0f10d53029a07b-01\", \"received\": \"hello\"}",
   "lastError": null,
-  "createdAtMs": 1796401746993,
-  "updatedAtMs": 1796401749421,
-  "finishedAtMs": 1796401749421,
+  "createdAtMs": 1796402786678,
+  "updatedAtMs": 1796402788168,
+  "finishedAtMs": 1796402788168,
   "steps": [
     {
-      "stepId": "stp_1257964b662985e6616d72329d47e69d",
+      "stepId": "stp_3a681c3f44263e2d2e0e130e0e5884cb",
       "name": "main",
       "agentId": "echo",
       "status": "SUCCESS",
@@ -365,20 +394,20 @@ EXAMPLES: dict[str, str] = {
       "leaseEpoch": 1,
       "nextRetryAtMs": null,
       "lastError": null,
-      "resultPayload": "{\"agent\": \"echo\", \"taskId\": \"tsk_88bd0d84baa1121e381dbc2ec0daa5a0\", \"stepId\": \"stp_1257964b662985e6616d72329d47e69d\", \"traceparent\": \"00-77de1cfa35e1b5e765d2c98e2daee779-8bccc89aef553898-01\", \"received\": \"hello\"}",
-      "spanId": "8bccc89aef553898",
+      "resultPayload": "{\"agent\": \"echo\", \"taskId\": \"tsk_4ca10df973a1cec7d8d93a78873c491e\", \"stepId\": \"stp_3a681c3f44263e2d2e0e130e0e5884cb\", \"traceparent\": \"00-5d80dd0c62995e793fc0bff2a826745c-2a0f10d53029a07b-01\", \"received\": \"hello\"}",
+      "spanId": "2a0f10d53029a07b",
       "parentSpanId": null,
-      "createdAtMs": 1796401746993,
-      "updatedAtMs": 1796401749421,
+      "createdAtMs": 1796402786678,
+      "updatedAtMs": 1796402788168,
       "attempts": [
         {
           "attempt": 1,
           "leaseEpoch": 1,
           "nodeId": "node-a",
           "workerId": "node-a/w0",
-          "spanId": "8bccc89aef553898",
-          "startedAtMs": 1796401749409,
-          "endedAtMs": 1796401749421,
+          "spanId": "2a0f10d53029a07b",
+          "startedAtMs": 1796402788150,
+          "endedAtMs": 1796402788168,
           "outcome": "SUCCESS",
           "error": null
         }
@@ -390,39 +419,39 @@ EXAMPLES: dict[str, str] = {
     "tasks": r"""$ relaymesh tasks --limit 2 --json
 [
   {
-    "taskId": "tsk_7db25a111e8bd5153e460a7f96ec1ff1",
+    "taskId": "tsk_a355d80c88de8bb777c164e79ae822f4",
     "kind": "workflow",
     "status": "DEAD_LETTER",
-    "traceId": "cacf6315daf3ee8b5f66fef162d18d55",
+    "traceId": "798c5d5c861bb69867b96daa490d5be4",
     "lastError": "step 'check' dead-lettered after attempt 1: intentional failure from fail agent",
-    "createdAtMs": 1796401748096,
-    "updatedAtMs": 1796401749441
+    "createdAtMs": 1796402787456,
+    "updatedAtMs": 1796402788203
   },
   {
-    "taskId": "tsk_88bd0d84baa1121e381dbc2ec0daa5a0",
+    "taskId": "tsk_4ca10df973a1cec7d8d93a78873c491e",
     "kind": "single",
     "status": "SUCCESS",
-    "traceId": "77de1cfa35e1b5e765d2c98e2daee779",
+    "traceId": "5d80dd0c62995e793fc0bff2a826745c",
     "lastError": null,
-    "createdAtMs": 1796401746993,
-    "updatedAtMs": 1796401749421
+    "createdAtMs": 1796402786678,
+    "updatedAtMs": 1796402788168
   }
 ]
 """,
-    "workflow": r"""$ relaymesh workflow tsk_7db25a111e8bd5153e460a7f96ec1ff1 --json
+    "workflow": r"""$ relaymesh workflow tsk_a355d80c88de8bb777c164e79ae822f4 --json
 {
   "task": {
-    "taskId": "tsk_7db25a111e8bd5153e460a7f96ec1ff1",
+    "taskId": "tsk_a355d80c88de8bb777c164e79ae822f4",
     "kind": "workflow",
     "status": "DEAD_LETTER",
-    "traceId": "cacf6315daf3ee8b5f66fef162d18d55",
+    "traceId": "798c5d5c861bb69867b96daa490d5be4",
     "lastError": "step 'check' dead-lettered after attempt 1: intentional failure from fail agent",
-    "createdAtMs": 1796401748096,
-    "updatedAtMs": 1796401749441
+    "createdAtMs": 1796402787456,
+    "updatedAtMs": 1796402788203
   },
   "steps": [
     {
-      "stepId": "stp_7db25a111e8bd5153e460a7f96ec1ff1_check",
+      "stepId": "stp_a355d80c88de8bb777c164e79ae822f4_check",
       "name": "check",
       "agentId": "fail",
       "status": "DEAD_LETTER",
@@ -435,24 +464,24 @@ EXAMPLES: dict[str, str] = {
       ],
       "leaseOwner": null,
       "lastError": "intentional failure from fail agent",
-      "createdAtMs": 1796401748096,
-      "updatedAtMs": 1796401749441,
+      "createdAtMs": 1796402787456,
+      "updatedAtMs": 1796402788203,
       "attempts": [
         {
           "attempt": 1,
           "leaseEpoch": 1,
           "nodeId": "node-a",
           "workerId": "node-a/w0",
-          "spanId": "e7c3aaa096febd7b",
-          "startedAtMs": 1796401749436,
-          "endedAtMs": 1796401749441,
+          "spanId": "b96f3d63a578d65e",
+          "startedAtMs": 1796402788201,
+          "endedAtMs": 1796402788203,
           "outcome": "FAILED",
           "error": "intentional failure from fail agent"
         }
       ]
     },
     {
-      "stepId": "stp_7db25a111e8bd5153e460a7f96ec1ff1_fetch",
+      "stepId": "stp_a355d80c88de8bb777c164e79ae822f4_fetch",
       "name": "fetch",
       "agentId": "echo",
       "status": "SUCCESS",
@@ -463,24 +492,24 @@ EXAMPLES: dict[str, str] = {
       "dependsOn": [],
       "leaseOwner": null,
       "lastError": null,
-      "createdAtMs": 1796401748096,
-      "updatedAtMs": 1796401749431,
+      "createdAtMs": 1796402787456,
+      "updatedAtMs": 1796402788191,
       "attempts": [
         {
           "attempt": 1,
           "leaseEpoch": 1,
           "nodeId": "node-a",
           "workerId": "node-a/w0",
-          "spanId": "eb624ae03f8569ee",
-          "startedAtMs": 1796401749426,
-          "endedAtMs": 1796401749431,
+          "spanId": "82d5ff113fda5d8b",
+          "startedAtMs": 1796402788190,
+          "endedAtMs": 1796402788191,
           "outcome": "SUCCESS",
           "error": null
         }
       ]
     },
     {
-      "stepId": "stp_7db25a111e8bd5153e460a7f96ec1ff1_publish",
+      "stepId": "stp_a355d80c88de8bb777c164e79ae822f4_publish",
       "name": "publish",
       "agentId": "echo",
       "status": "PENDING",
@@ -493,8 +522,8 @@ EXAMPLES: dict[str, str] = {
       ],
       "leaseOwner": null,
       "lastError": null,
-      "createdAtMs": 1796401748096,
-      "updatedAtMs": 1796401749441,
+      "createdAtMs": 1796402787456,
+      "updatedAtMs": 1796402788203,
       "attempts": []
     }
   ]
@@ -528,11 +557,11 @@ EXAMPLES: dict[str, str] = {
   "processingMetaFiles": 0,
   "deadMetaFiles": 3,
   "retryMetaFiles": 0,
-  "queueLagMs": 8734,
+  "queueLagMs": 5003,
   "retriesScheduledTotal": 1,
   "deadLetteredTotal": 2,
   "leasesReclaimedTotal": 1,
-  "leaseConflictTotal": 2,
+  "leaseConflictTotal": 1,
   "lowStarvationCount": 0
 }
 """,
@@ -549,14 +578,14 @@ EXAMPLES: dict[str, str] = {
     },
     "disk": {
       "ok": true,
-      "freeBytes": 84641624064,
+      "freeBytes": 84046671872,
       "minFreeBytes": 0
     },
     "member": {
       "ok": true,
       "nodeId": "node-a",
       "status": "ALIVE",
-      "heartbeatAgeMs": 11
+      "heartbeatAgeMs": 993
     },
     "queueLag": {
       "ok": true,
@@ -564,7 +593,7 @@ EXAMPLES: dict[str, str] = {
       "targetMs": 5000
     }
   },
-  "checkedAtMs": 1796401761765
+  "checkedAtMs": 1796402802034
 }
 """,
     "members": r"""$ relaymesh members --json
@@ -574,17 +603,17 @@ EXAMPLES: dict[str, str] = {
     "status": "ALIVE",
     "incarnation": 0,
     "address": "vm",
-    "pid": 374,
-    "lastHeartbeatMs": 1796401760753,
-    "startedAtMs": 1796401757729,
-    "updatedAtMs": 1796401760753,
-    "statusChangedAtMs": 1796401757729
+    "pid": 17413,
+    "lastHeartbeatMs": 1796402801041,
+    "startedAtMs": 1796402798032,
+    "updatedAtMs": 1796402801041,
+    "statusChangedAtMs": 1796402798032
   }
 ]
 """,
-    "replay": r"""$ relaymesh replay tsk_7db25a111e8bd5153e460a7f96ec1ff1 --json
+    "replay": r"""$ relaymesh replay tsk_a355d80c88de8bb777c164e79ae822f4 --json
 {
-  "taskId": "tsk_7db25a111e8bd5153e460a7f96ec1ff1",
+  "taskId": "tsk_a355d80c88de8bb777c164e79ae822f4",
   "replayed": true,
   "message": "replayed",
   "steps": [
@@ -602,7 +631,7 @@ EXAMPLES: dict[str, str] = {
   "failed": 0,
   "details": [
     {
-      "taskId": "tsk_7db25a111e8bd5153e460a7f96ec1ff1",
+      "taskId": "tsk_a355d80c88de8bb777c164e79ae822f4",
       "replayed": true,
       "message": "replayed",
       "steps": [
@@ -631,15 +660,25 @@ EXAMPLES: dict[str, str] = {
   "leaseConflictRowsPurged": 0
 }
 """,
-    "cancel": r"""$ relaymesh cancel tsk_36ca3fae2c654165a8fa50eda9a09400 --reason submitted by mistake --json
+    "cancel": r"""$ relaymesh cancel tsk_db6b37feb2c26ab7d62e7af977d18393 --reason submitted by mistake --json
 {
-  "taskId": "tsk_36ca3fae2c654165a8fa50eda9a09400",
+  "taskId": "tsk_db6b37feb2c26ab7d62e7af977d18393",
   "cancelled": true,
   "mode": "hard",
   "message": "cancelled",
   "stepRows": 1,
   "messageRows": 1,
   "stillRunning": []
+}
+""",
+    "task-export": r"""$ relaymesh task-export tsk_4ca10df973a1cec7d8d93a78873c491e --out task.json --json
+{
+  "taskId": "tsk_4ca10df973a1cec7d8d93a78873c491e",
+  "exported": true,
+  "stepCount": 1,
+  "messageCount": 1,
+  "auditEvents": 2,
+  "output": "/tmp/relaymesh-work/task.json"
 }
 """,
     "reload-settings": r"""$ relaymesh reload-settings --json
@@ -660,7 +699,7 @@ EXAMPLES: dict[str, str] = {
     "settings-history": r"""$ relaymesh settings-history --json
 [
   {
-    "loadedAtMs": 1796401760754,
+    "loadedAtMs": 1796402801044,
     "nodeId": "node-a",
     "trigger": "reload_request",
     "result": "unchanged",
@@ -668,11 +707,11 @@ EXAMPLES: dict[str, str] = {
     "changedCount": 0,
     "error": null,
     "configPath": "/tmp/relaymesh-example/relaymesh-settings.json",
-    "configMtimeMs": 1796401757229,
+    "configMtimeMs": 1796402797642,
     "generation": 1
   },
   {
-    "loadedAtMs": 1796401757738,
+    "loadedAtMs": 1796402798034,
     "nodeId": "node-a",
     "trigger": "startup",
     "result": "loaded",
@@ -682,7 +721,7 @@ EXAMPLES: dict[str, str] = {
     "changedCount": 1,
     "error": null,
     "configPath": "/tmp/relaymesh-example/relaymesh-settings.json",
-    "configMtimeMs": 1796401757229,
+    "configMtimeMs": 1796402797642,
     "generation": 0
   }
 ]
@@ -690,36 +729,20 @@ EXAMPLES: dict[str, str] = {
     "lease-conflicts": r"""$ relaymesh lease-conflicts --json
 [
   {
-    "id": 2,
-    "eventType": "success_commit_conflict",
-    "taskId": "tsk_32866809ab1a925ee2f8ce513e05cdfb",
-    "stepId": "stp_5a681cf148c148be79e7ad4d03042e38",
-    "workerId": "node-b/w0",
-    "expectedStatus": "RUNNING",
-    "expectedLeaseOwner": null,
-    "expectedLeaseToken": "lease_7fa94ca9d8924eabfb38b44dc78e1fe2",
-    "expectedLeaseEpoch": 1,
-    "actualStatus": "RETRYING",
-    "actualLeaseOwner": null,
-    "actualLeaseToken": null,
-    "actualLeaseEpoch": 1,
-    "occurredAtMs": 1796401767940
-  },
-  {
     "id": 1,
     "eventType": "heartbeat_conflict",
-    "taskId": "tsk_32866809ab1a925ee2f8ce513e05cdfb",
-    "stepId": "stp_5a681cf148c148be79e7ad4d03042e38",
+    "taskId": "tsk_f85b37e829660b02f95f0b5a8c0bd3ff",
+    "stepId": "stp_c9d579f11fe89b9040ea2dff977da669",
     "workerId": null,
     "expectedStatus": "RUNNING",
     "expectedLeaseOwner": null,
-    "expectedLeaseToken": "lease_7fa94ca9d8924eabfb38b44dc78e1fe2",
+    "expectedLeaseToken": "lease_81407f1ba245ab7a2efd39bf9d803d15",
     "expectedLeaseEpoch": 1,
     "actualStatus": "RETRYING",
     "actualLeaseOwner": null,
     "actualLeaseToken": null,
     "actualLeaseEpoch": 1,
-    "occurredAtMs": 1796401767939
+    "occurredAtMs": 1796402806542
   }
 ]
 """,
@@ -727,28 +750,12 @@ EXAMPLES: dict[str, str] = {
 [
   {
     "source": "lease_conflicts",
-    "action": "success_commit_conflict",
-    "nodeId": "node-b/w0",
-    "taskId": "tsk_32866809ab1a925ee2f8ce513e05cdfb",
-    "stepId": "stp_5a681cf148c148be79e7ad4d03042e38",
-    "leaseEpoch": 1,
-    "occurredAtMs": 1796401767940,
-    "details": {
-      "expectedStatus": "RUNNING",
-      "expectedLeaseEpoch": 1,
-      "actualStatus": "RETRYING",
-      "actualLeaseOwner": null,
-      "actualLeaseEpoch": 1
-    }
-  },
-  {
-    "source": "lease_conflicts",
     "action": "heartbeat_conflict",
     "nodeId": null,
-    "taskId": "tsk_32866809ab1a925ee2f8ce513e05cdfb",
-    "stepId": "stp_5a681cf148c148be79e7ad4d03042e38",
+    "taskId": "tsk_f85b37e829660b02f95f0b5a8c0bd3ff",
+    "stepId": "stp_c9d579f11fe89b9040ea2dff977da669",
     "leaseEpoch": 1,
-    "occurredAtMs": 1796401767939,
+    "occurredAtMs": 1796402806542,
     "details": {
       "expectedStatus": "RUNNING",
       "expectedLeaseEpoch": 1,
@@ -761,10 +768,10 @@ EXAMPLES: dict[str, str] = {
     "source": "attempts",
     "action": "reclaimed",
     "nodeId": "node-b",
-    "taskId": "tsk_32866809ab1a925ee2f8ce513e05cdfb",
-    "stepId": "stp_5a681cf148c148be79e7ad4d03042e38",
+    "taskId": "tsk_f85b37e829660b02f95f0b5a8c0bd3ff",
+    "stepId": "stp_c9d579f11fe89b9040ea2dff977da669",
     "leaseEpoch": 1,
-    "occurredAtMs": 1796401767741,
+    "occurredAtMs": 1796402806494,
     "details": {
       "attempt": 1,
       "error": "lease expired (owner node-b, lease epoch 1)"
@@ -774,13 +781,26 @@ EXAMPLES: dict[str, str] = {
     "source": "attempts",
     "action": "claimed",
     "nodeId": "node-b",
-    "taskId": "tsk_32866809ab1a925ee2f8ce513e05cdfb",
-    "stepId": "stp_5a681cf148c148be79e7ad4d03042e38",
+    "taskId": "tsk_f85b37e829660b02f95f0b5a8c0bd3ff",
+    "stepId": "stp_c9d579f11fe89b9040ea2dff977da669",
     "leaseEpoch": 1,
-    "occurredAtMs": 1796401763986,
+    "occurredAtMs": 1796402803915,
     "details": {
       "attempt": 1,
       "workerId": "node-b/w0"
+    }
+  },
+  {
+    "source": "attempts",
+    "action": "claimed",
+    "nodeId": "node-a",
+    "taskId": "tsk_a355d80c88de8bb777c164e79ae822f4",
+    "stepId": "stp_a355d80c88de8bb777c164e79ae822f4_check",
+    "leaseEpoch": 2,
+    "occurredAtMs": 1796402798036,
+    "details": {
+      "attempt": 1,
+      "workerId": "node-a"
     }
   }
 ]
@@ -789,7 +809,71 @@ EXAMPLES: dict[str, str] = {
 {
   "generated": true,
   "path": "/tmp/relaymesh-example/reports/lease-conflicts-manual.json",
-  "rows": 2
+  "rows": 1
+}
+""",
+    "audit-tail": r"""$ relaymesh audit-tail --lines 1 --json
+[
+  {
+    "timestamp": "2026-12-04T16:46:35.082193670Z",
+    "namespace": "default",
+    "action": "task.export",
+    "actor": "cli",
+    "principal_id": "",
+    "resource": "task/tsk_4ca10df973a1cec7d8d93a78873c491e",
+    "result": "ok",
+    "trace_id": "5d80dd0c62995e793fc0bff2a826745c",
+    "span_id": null,
+    "task_id": "tsk_4ca10df973a1cec7d8d93a78873c491e",
+    "step_id": null,
+    "details": {
+      "steps": 1,
+      "audit_events": 2
+    },
+    "prev_hash": "27c9134749e3b46c829fb73a7800d31643882a8b89a8ed450c3962459584364b",
+    "hash": "59dfa00f08a0a439fe79fca19250314adb112eea743002133aeca37e9577eb88"
+  }
+]
+""",
+    "audit-query": r"""$ relaymesh audit-query --task-id tsk_4ca10df973a1cec7d8d93a78873c491e --action task.submit --json
+[
+  {
+    "timestamp": "2026-12-04T16:46:26.685566893Z",
+    "namespace": "default",
+    "action": "task.submit",
+    "actor": "cli",
+    "principal_id": "",
+    "resource": "task/tsk_4ca10df973a1cec7d8d93a78873c491e",
+    "result": "submitted",
+    "trace_id": "5d80dd0c62995e793fc0bff2a826745c",
+    "span_id": null,
+    "task_id": "tsk_4ca10df973a1cec7d8d93a78873c491e",
+    "step_id": null,
+    "details": {
+      "steps": 1,
+      "ready_steps": 1,
+      "agents": [
+        "echo"
+      ],
+      "idempotency_key": "ab46b0d03eaca0ca09b7e75e46ff27832fe691d2c3c90764efc78bfc395097bd"
+    },
+    "prev_hash": "",
+    "hash": "18b3bf522ce78e9cf86ed005fb851d845dcc111c688a5564a4da634d0abd35a2"
+  }
+]
+""",
+    "audit-verify": r"""$ relaymesh audit-verify --json
+{
+  "ok": true,
+  "rowsChecked": 9,
+  "files": [
+    "audit.log"
+  ],
+  "lastHash": "59dfa00f08a0a439fe79fca19250314adb112eea743002133aeca37e9577eb88",
+  "startsAtGenesis": true,
+  "problemCount": 0,
+  "firstProblem": null,
+  "problems": []
 }
 """,
     "node": r"""$ relaymesh node --node-id node-a --json
@@ -799,18 +883,18 @@ EXAMPLES: dict[str, str] = {
 }
 """,
     "worker": r"""$ relaymesh worker --until-idle --node-id node-a --interval-ms 0
-{"processed": true, "retriesDispatched": 0, "leasesReclaimed": 0, "taskId": "tsk_88bd0d84baa1121e381dbc2ec0daa5a0", "stepId": "stp_1257964b662985e6616d72329d47e69d", "outcome": "SUCCESS", "stepStatus": "SUCCESS", "taskStatus": "SUCCESS", "message": "step committed"}
-{"processed": true, "retriesDispatched": 0, "leasesReclaimed": 0, "taskId": "tsk_7db25a111e8bd5153e460a7f96ec1ff1", "stepId": "stp_7db25a111e8bd5153e460a7f96ec1ff1_fetch", "outcome": "SUCCESS", "stepStatus": "SUCCESS", "taskStatus": "RUNNING", "message": "step committed"}
-{"processed": true, "retriesDispatched": 0, "leasesReclaimed": 0, "taskId": "tsk_7db25a111e8bd5153e460a7f96ec1ff1", "stepId": "stp_7db25a111e8bd5153e460a7f96ec1ff1_check", "outcome": "FAILED", "stepStatus": "DEAD_LETTER", "taskStatus": "DEAD_LETTER", "message": "intentional failure from fail agent"}
+{"processed": true, "retriesDispatched": 0, "leasesReclaimed": 0, "taskId": "tsk_4ca10df973a1cec7d8d93a78873c491e", "stepId": "stp_3a681c3f44263e2d2e0e130e0e5884cb", "outcome": "SUCCESS", "stepStatus": "SUCCESS", "taskStatus": "SUCCESS", "message": "step committed"}
+{"processed": true, "retriesDispatched": 0, "leasesReclaimed": 0, "taskId": "tsk_a355d80c88de8bb777c164e79ae822f4", "stepId": "stp_a355d80c88de8bb777c164e79ae822f4_fetch", "outcome": "SUCCESS", "stepStatus": "SUCCESS", "taskStatus": "RUNNING", "message": "step committed"}
+{"processed": true, "retriesDispatched": 0, "leasesReclaimed": 0, "taskId": "tsk_a355d80c88de8bb777c164e79ae822f4", "stepId": "stp_a355d80c88de8bb777c164e79ae822f4_check", "outcome": "FAILED", "stepStatus": "DEAD_LETTER", "taskStatus": "DEAD_LETTER", "message": "intentional failure from fail agent"}
 {"processed": false, "retriesDispatched": 0, "leasesReclaimed": 0, "taskId": null, "stepId": null, "outcome": null, "stepStatus": null, "taskStatus": null, "message": "no queued messages"}
 """,
     "demo": r"""$ relaymesh demo --root /tmp/relaymesh-demo --json
 {
   "root": "/tmp/relaymesh-demo",
-  "taskId": "tsk_671cc81cc92ace8c96d1b2b355c833a8",
+  "taskId": "tsk_39a6aa4148aca6713c9481affc1ad220",
   "status": "SUCCESS",
-  "elapsedSeconds": 0.66,
-  "report": "{\n  \"totalFiles\": 59,\n  \"totalLines\": 11178,\n  \"largest\": [\n    {\n      \"file\": \"observability/audit.py\",\n      \"lines\": 872\n    },\n    {\n      \"file\": \"observability/metrics.py\",\n      \"lines\": 806\n    },\n    {\n      \"file\": \"config.py\",\n      \"lines\": 708\n    },\n    {\n      \"file\": \"runtime.py\",\n      \"lines\": 618\n    },\n    {\n      \"file\": \"store/_leases.py\",\n      \"lines\": 571\n    }\n  ]\n}",
+  "elapsedSeconds": 0.47,
+  "report": "{\n  \"totalFiles\": 59,\n  \"totalLines\": 12069,\n  \"largest\": [\n    {\n      \"file\": \"cli/docs.py\",\n      \"lines\": 1047\n    },\n    {\n      \"file\": \"observability/audit.py\",\n      \"lines\": 872\n    },\n    {\n      \"file\": \"observability/metrics.py\",\n      \"lines\": 817\n    },\n    {\n      \"file\": \"runtime.py\",\n      \"lines\": 765\n    },\n    {\n      \"file\": \"config.py\",\n      \"lines\": 723\n    }\n  ]\n}",
   "lastError": null
 }
 """,
@@ -895,6 +979,8 @@ def _allowed_text(action: argparse.Action) -> str:
         return "days, 0 to 36500, fractions allowed"
     if action.type is node_id:
         return f"`{NODE_ID_PATTERN.pattern}`"
+    if action.type is iso_time:
+        return "ISO-8601 time, UTC when it has no offset"
     return "text"
 
 

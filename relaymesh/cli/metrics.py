@@ -10,6 +10,8 @@ should be a decision the operator writes down with `--host`.
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
 from functools import partial
 
@@ -18,14 +20,19 @@ import trio
 from relaymesh.cli.arguments import integer_in
 from relaymesh.cli.common import open_runtime
 from relaymesh.cli.output import Output
+from relaymesh.errors import UsageError
 from relaymesh.executor import ThreadExecutor
+from relaymesh.observability.logs import event
 from relaymesh.observability.metrics import (
     METRICS_PATH,
     render_exposition,
     serve_metrics,
 )
+from relaymesh.runtime import Runtime
 
 __all__ = ["register"]
+
+log = logging.getLogger("relaymesh.metrics")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464
@@ -71,34 +78,42 @@ def run_metrics(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-class _Announcement:
-    """The task status of the server: prints where it listens once it does."""
+def _announce(host: str, port: int) -> None:
+    url_host = f"[{host}]" if ":" in host else host
+    sys.stderr.write(f"serving metrics on http://{url_host}:{port}{METRICS_PATH}\n")
+    sys.stderr.flush()
 
-    def __init__(self, host: str) -> None:
-        self.host = f"[{host}]" if ":" in host else host
 
-    def started(self, port: int) -> None:
-        sys.stderr.write(
-            f"serving metrics on http://{self.host}:{port}{METRICS_PATH}\n"
-        )
-        sys.stderr.flush()
+async def _serve_until_signal(runtime: Runtime, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM; raise a bind or address error as itself."""
+    failure: UsageError | None = None
+    # The receiver replaces whatever disposition the process inherited, so a
+    # server started in the background, where SIGINT is ignored, still stops
+    # on it.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            serve = partial(serve_metrics, runtime, host, port, ThreadExecutor())
+            try:
+                bound_port = await nursery.start(serve)
+            except UsageError as error:
+                # Leave the nursery first: raised inside it, the error would
+                # reach the user wrapped in an exception group.
+                failure = error
+            else:
+                _announce(host, bound_port)
+                async for signal_number in signals:
+                    event(log, logging.INFO, "metrics.signal",
+                          signal=signal.Signals(signal_number).name)  # fmt: skip
+                    break
+                nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
 
 
 def run_serve_metrics(args: argparse.Namespace, out: Output) -> int:
     runtime = open_runtime(args)
-    # The server is started without a nursery of its own, so that a bind
-    # error reaches the command as itself rather than inside an exception
-    # group, and the user sees one line.
-    serve = partial(
-        serve_metrics,
-        runtime,
-        args.host,
-        args.port,
-        ThreadExecutor(),
-        task_status=_Announcement(args.host),
-    )
     try:
-        trio.run(serve)
+        trio.run(_serve_until_signal, runtime, args.host, args.port)
     finally:
         runtime.close()
     return 0

@@ -12,7 +12,9 @@ from relaymesh.cli.arguments import integer_in
 from relaymesh.cli.common import open_runtime
 from relaymesh.cli.output import Output
 from relaymesh.errors import NotFoundError, ValidationError
-from relaymesh.store import CANCEL_MODES
+from relaymesh.paths import RootLayout, resolve_root
+from relaymesh.runtime import wall_clock_ms
+from relaymesh.store import CANCEL_MODES, Store
 
 
 def register(commands, common: argparse.ArgumentParser) -> None:
@@ -106,16 +108,10 @@ def register_settings(commands, common: argparse.ArgumentParser) -> None:
 
 
 def run_reload_settings(args: argparse.Namespace, out: Output) -> int:
-    runtime = open_runtime(args)
     try:
-        runtime.load_configuration()
+        runtime = open_runtime(args)
     except ValidationError as error:
-        runtime.store.record_settings_load(
-            now_ms=runtime.clock_ms(), node_id="cli", trigger="reload_request",
-            result="rejected", changed_fields=[], error=str(error),
-            config_path=str(runtime.layout.settings_file), config_mtime_ms=None,
-            generation=None,
-        )
+        _record_rejected_reload(args, error)
         raise ValidationError(f"{error}; running nodes keep their settings") from None
     generation = runtime.store.request_settings_reload(runtime.clock_ms())
     live = [
@@ -150,6 +146,22 @@ def run_reload_settings(args: argparse.Namespace, out: Output) -> int:
     lines += [f"{node}: no answer within {args.wait_ms} ms" for node in missing]
     out.lines(document, lines)
     return 0 if not missing else 1
+
+
+def _record_rejected_reload(args: argparse.Namespace, error: ValidationError) -> None:
+    """Record in the settings history that a reload was requested and rejected."""
+    layout = RootLayout(resolve_root(args.root))
+    if not layout.database.exists():
+        return
+    store = Store(layout.database)
+    try:
+        store.record_settings_load(
+            now_ms=wall_clock_ms(), node_id="cli", trigger="reload_request",
+            result="rejected", changed_fields=[], error=str(error),
+            config_path=str(layout.settings_file), config_mtime_ms=None, generation=None,
+        )
+    finally:
+        store.close()
 
 
 def run_settings_history(args: argparse.Namespace, out: Output) -> int:

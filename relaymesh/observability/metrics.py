@@ -2,15 +2,15 @@
 
 Every number here comes from the root, not from the memory of the process
 that serves it. Counters are rows of the store's `durable_counters` table,
-bumped in the same transaction as the change they count, so a counter never
-resets when a node restarts, `relaymesh metrics` in a fresh process prints
-the same values as a node that has run for a week, and a crash cannot count
-a change that was rolled back. Gauges and histograms are recomputed from
+bumped in the same transaction as the change they count. So a counter never
+resets when a node restarts, and a crash cannot count a change that was
+rolled back. `relaymesh metrics` in a fresh process prints the same values
+as a node that has run for a week. Gauges and histograms are recomputed from
 the store and the bus folders on each scrape.
 
 A scrape reads the store once (`Store.metrics_snapshot`, one read
 transaction, so the families agree with each other) and then counts the bus
-folders; folder counts may lag or lead the store by the file moves in
+folders. The folder counts may lag or lead the store by the file moves in
 flight. The snapshot is turned into families by a custom collector
 registered in a fresh `CollectorRegistry` per exposition: there is no
 global registry and no module state, so two roots served by one process
@@ -153,7 +153,7 @@ class MetricType(StrEnum):
 
 @dataclass(frozen=True)
 class MetricsReading:
-    """What one scrape reads: the store snapshot and the bus folder counts."""
+    """The inputs of one scrape: the store snapshot and the bus folder counts."""
 
     store: MetricsSnapshot
     # Keys "high", "normal", "low", "processing", "dead", "retry".
@@ -174,7 +174,7 @@ class MetricDefinition:
     name: str
     type: MetricType
     help: str
-    # Where the value comes from, for the documentation.
+    # Source of the value, for the documentation.
     source: str
     label: str | None = None
     # Label values exposed even when they have no rows, so their series
@@ -222,8 +222,9 @@ def _histogram(
 def nearest_rank(values: Iterable[int], percentile: int) -> int:
     """Return the nearest-rank percentile of `values`, or 0 when it is empty.
 
-    The rank is ceil(percentile / 100 * n), computed on integers so that 95
-    of 100 values is rank 95 and not 96 through a rounding error.
+    The rank is ceil(percentile / 100 * n), computed on integers: in floating
+    point 0.07 * 100 is 7.000000000000001, which would make the 7th
+    percentile of 100 values rank 8.
     """
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {percentile}")
@@ -242,11 +243,11 @@ def _latency_quantiles(reading: MetricsReading) -> dict[str, float]:
     }
 
 
-# Exposition order. Each family appears exactly once.
+# In exposition order. Names must be unique, which a test checks.
 METRICS: tuple[MetricDefinition, ...] = (
     _counter(
         "relaymesh_tasks_submitted_total", "tasks_submitted_total",
-        "Tasks accepted by submit and submit-workflow; a deduplicated submission"
+        "Tasks accepted by submit and submit-workflow. A deduplicated submission"
         " is not counted.",
         label="kind", label_values=("single", "workflow"),
     ),
@@ -332,13 +333,13 @@ METRICS: tuple[MetricDefinition, ...] = (
     _gauge(
         "relaymesh_queue_lag_ms",
         "Milliseconds since the oldest step that is queued or waiting for a retry"
-        " became ready; 0 when there is none.",
+        " became ready, or 0 when there is none.",
         "`steps.ready_at_ms` (or `created_at_ms`)", lambda r: r.store.queue_lag_ms,
     ),
     _gauge(
         "relaymesh_oldest_queued_message_age_ms",
-        "Age in milliseconds of the oldest message not yet claimed; 0 when there"
-        " is none.",
+        "Age in milliseconds of the oldest message not yet claimed, or 0 when"
+        " there is none.",
         "QUEUED `messages` rows", lambda r: r.store.oldest_queued_message_age_ms,
     ),
     _gauge(
@@ -349,7 +350,8 @@ METRICS: tuple[MetricDefinition, ...] = (
     _gauge(
         "relaymesh_step_latency_ms",
         f"Nearest-rank quantiles of attempt run time in milliseconds over the"
-        f" {RECENT_ATTEMPTS} most recently ended attempts; 0 when there is none.",
+        f" {RECENT_ATTEMPTS} most recently finished attempts, or 0 when there is"
+        f" none. Reclaimed, released and cancelled attempts are left out.",
         "`step_attempts` (end minus start)", _latency_quantiles,
         label="quantile", label_values=tuple(LATENCY_QUANTILES),
     ),
@@ -360,7 +362,8 @@ METRICS: tuple[MetricDefinition, ...] = (
     ),
     _histogram(
         "relaymesh_step_duration_seconds",
-        "Run time of attempts that ended in the last hour, by agent.",
+        "Run time of attempts that finished in the last hour, by agent. Reclaimed,"
+        " released and cancelled attempts are left out.",
         "`step_attempts` joined with `steps.agent_id`",
         lambda r: r.store.attempt_durations_by_agent,
         label="agent",
@@ -377,15 +380,17 @@ METRICS: tuple[MetricDefinition, ...] = (
 # Building families -----------------------------------------------------------
 
 
+_FAMILY_CLASSES = {
+    MetricType.COUNTER: CounterMetricFamily,
+    MetricType.GAUGE: GaugeMetricFamily,
+    MetricType.HISTOGRAM: HistogramMetricFamily,
+}
+
+
 def _empty_family(definition: MetricDefinition) -> Metric:
-    labels = [definition.label] if definition.label else None
-    if definition.type == MetricType.COUNTER:
-        return CounterMetricFamily(
-            definition.name, definition.help, labels=labels or []
-        )
-    if definition.type == MetricType.GAUGE:
-        return GaugeMetricFamily(definition.name, definition.help, labels=labels or [])
-    return HistogramMetricFamily(definition.name, definition.help, labels=labels or [])
+    labels = [definition.label] if definition.label else []
+    family_class = _FAMILY_CLASSES[definition.type]
+    return family_class(definition.name, definition.help, labels=labels)
 
 
 def _counter_values(
@@ -401,13 +406,15 @@ def _counter_values(
     return rows
 
 
-def _bucket_samples(counts: DurationCounts) -> list[tuple[str, float]]:
+def _bucket_samples(
+    counts: DurationCounts, bounds_ms: Iterable[int]
+) -> list[tuple[str, float]]:
     """Turn per-bucket counts into the cumulative (le, count) pairs of a histogram."""
     samples = []
     running = 0
-    for bound_s, count in zip(DURATION_BUCKETS_S, counts.bucket_counts):
+    for bound_ms, count in zip(bounds_ms, counts.bucket_counts):
         running += count
-        samples.append((floatToGoString(bound_s), running))
+        samples.append((floatToGoString(bound_ms / 1000), running))
     samples.append(("+Inf", counts.count))
     return samples
 
@@ -441,9 +448,8 @@ def _family(definition: MetricDefinition, reading: MetricsReading) -> Metric:
 
     for labels, sample in pairs:
         if definition.type == MetricType.HISTOGRAM:
-            family.add_metric(
-                list(labels), _bucket_samples(sample), sample.sum_ms / 1000
-            )
+            buckets = _bucket_samples(sample, reading.store.bucket_bounds_ms)
+            family.add_metric(list(labels), buckets, sample.sum_ms / 1000)
         else:
             family.add_metric(list(labels), sample)
     return family
@@ -527,23 +533,25 @@ def _response(
     return head if head_only else head + body
 
 
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 async def _read_request_head(stream: trio.abc.Stream) -> bytes | None:
     """Read up to the blank line that ends the head; None if the peer closed."""
     buffer = bytearray()
     while b"\r\n\r\n" not in buffer and b"\n\n" not in buffer:
         if len(buffer) > REQUEST_HEAD_MAX_BYTES:
-            raise _BadRequest(431, "request head is larger than 8192 bytes")
+            raise _BadRequest(
+                431, f"request head is larger than {REQUEST_HEAD_MAX_BYTES} bytes"
+            )
         chunk = await stream.receive_some(4096)
         if not chunk:
             return None
         buffer += chunk
     return bytes(buffer)
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _parse_request_line(head: bytes) -> tuple[str, str]:
@@ -563,6 +571,8 @@ async def _answer(
     with trio.move_on_after(REQUEST_TIMEOUT_S) as timer:
         head = await _read_request_head(stream)
     if timer.cancelled_caught:
+        event(log, logging.DEBUG, "metrics.request_timed_out",
+              timeout_s=REQUEST_TIMEOUT_S)  # fmt: skip
         return _response(408, b"timed out waiting for the request\n")
     if head is None:
         return None
@@ -597,18 +607,21 @@ async def _handle_connection(
             try:
                 response = await _answer(stream, runtime, executor)
             except _BadRequest as error:
+                event(log, logging.DEBUG, "metrics.bad_request",
+                      status=error.status, error=str(error))  # fmt: skip
                 response = _response(error.status, f"{error}\n".encode())
             if response is not None:
                 await stream.send_all(response)
                 await _close_gently(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass  # the scraper went away; nothing to answer
+            # The client disconnected, so there is no one to respond to.
+            event(log, logging.DEBUG, "metrics.client_disconnected")
 
 
 async def _close_gently(stream: trio.SocketStream) -> None:
     """Half-close, then drain what the client still sends, for a bounded time.
 
-    Closing a socket whose receive buffer holds unread bytes makes the
+    Closing a socket whose receive buffer contains unread bytes makes the
     kernel send a reset, and a client that gets the reset before reading
     the response loses the response. That happens after a 431, which stops
     reading mid-head.
@@ -634,6 +647,9 @@ async def serve_metrics(
     """Serve GET /metrics for the root of `runtime` on `host`:`port` until cancelled.
 
     Port 0 picks a free port. `task_status.started` receives the bound port.
+    With port 0, pass a host with a single address (127.0.0.1, not
+    localhost): each address of a name gets a listener, and each listener
+    its own free port, of which only the first is reported.
     Raises ValidationError for a port outside 0-65535 or an empty host, and
     ConflictError when the address cannot be bound (in use, not local, no
     permission).
@@ -686,7 +702,8 @@ that serves it:
 - **Counters** are rows of the store's `durable_counters` table, bumped in
   the same transaction as the change they count. They never reset when a
   node or the metrics server restarts, and a rolled-back change is never
-  counted. A counter only goes back to zero if the database is deleted.
+  counted. No command deletes or lowers them: a counter goes back to zero
+  only with a new database.
 - **Gauges** are recomputed from the store and the bus folders on each
   scrape.
 - **Histograms** are recomputed on each scrape from the attempts and tasks
@@ -698,8 +715,8 @@ folders are counted just after it and may differ by the file moves in
 flight.
 
 Every process that serves one root exposes the same values. When several
-nodes share a root, scrape one of them, or aggregate with `max by (...)`;
-`sum` would count every task once per node.
+nodes share a root, scrape one of them, or aggregate with `max by (...)`.
+A `sum` would multiply every value by the number of nodes.
 
 ## Metrics
 """
@@ -727,12 +744,12 @@ event, so `rate()` and alerts see the series from the start. Other values
 - **Alert on dead letters** with `increase(relaymesh_dead_lettered_total[1h])`
   or `relaymesh_dead_letter_growth_1h`, and on lost work with
   `rate(relaymesh_leases_reclaimed_total[15m])`.
-- **Lease conflicts** (`relaymesh_lease_conflict_events_total`) are
-  expected now and then after a reclaim. A steady rate of
-  `success_commit_conflict` means steps run longer than their lease can be
-  kept, so look at the heartbeat settings and the agents' timeouts.
+- **Lease conflicts** (`relaymesh_lease_conflict_events_total`) happen
+  now and then after a reclaim or a cancel. A steady rate of
+  `success_commit_conflict` usually means that owners lose leases of steps
+  that are still running, so look at the heartbeat and lease settings.
 - **Latency**: `relaymesh_step_latency_ms{quantile="0.99"}` for a
-  dashboard; `histogram_quantile(0.99, sum by (le, agent)
+  dashboard; `histogram_quantile(0.99, max by (le, agent)
   (relaymesh_step_duration_seconds_bucket))` per agent.
 
 ## Histograms cover the last hour
@@ -749,7 +766,7 @@ is when someone else stopped them, not when the agent finished.
 ## Differences from the reference implementation
 
 - The reference typed every metric as a gauge, kept its counters in the
-  memory of each process (so `relaymesh metrics` always printed 0) and
+  memory of each process (so `relaymesh metrics` printed 0 for them) and
   repeated every sample with a `namespace` label. Here counters are
   counters, durable and shared by all processes, and each family appears
   once.
@@ -760,7 +777,7 @@ is when someone else stopped them, not when the agent finished.
 - `relaymesh_low_starvation_count` is a counter and is exposed as
   `relaymesh_low_starvation_count_total`.
 - `relaymesh_lease_conflict_total` and `relaymesh_lease_conflict_1h` are
-  gone: use `sum(relaymesh_lease_conflict_events_total)` and
+  removed: use `sum(relaymesh_lease_conflict_events_total)` and
   `sum(increase(relaymesh_lease_conflict_events_total[1h]))`.
 - `relaymesh_step_latency_ms` measures each attempt's run time (end minus
   start in `step_attempts`), not a step's time from creation to its last

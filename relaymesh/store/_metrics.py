@@ -5,8 +5,10 @@ duration distributions). Read one by one in autocommit mode, they could
 straddle a commit and disagree: a step counted both as queued and as
 running, a task counted as submitted but missing from every status. So
 `metrics_snapshot` runs every query inside one deferred read transaction,
-which in WAL mode sees the database as of its first read and never blocks
-a writer.
+on a connection opened for that snapshot alone. In WAL mode such a
+transaction reads the database as it was at its first read and never
+blocks a writer, and the store's shared connection stays free for the
+node's claims and commits while the scrape runs.
 
 The method only reads. It knows what to aggregate (which rows, which
 window, how many recent attempts) but nothing about metric names, types or
@@ -15,9 +17,12 @@ the job of `relaymesh/observability/metrics.py`.
 
 Duration distributions are bucketed in SQL rather than returned row by
 row, so a scrape of a busy root moves a few dozen rows, not one per attempt
-of the last hour. The step attempts have no index on `ended_at_ms`, so the
-window and the recent-attempt sample each cost one scan of `step_attempts`;
-tasks are filtered through their `updated_at_ms` index.
+of the last hour. Tasks are filtered through their `updated_at_ms` index.
+
+NOTE: `step_attempts` has no index on `ended_at_ms`, so the window and the
+recent-attempt sample each scan the whole table, and a scrape slows down as
+attempts accumulate until purge removes them. An index on `ended_at_ms`
+would bound both scans to the rows they return.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from relaymesh.fsm import AttemptOutcome
+from relaymesh.store.connection import open_connection
 
 __all__ = ["TIMED_OUTCOMES", "DurationCounts", "MetricsMixin", "MetricsSnapshot"]
 
@@ -141,15 +147,20 @@ def _group_counts(db: sqlite3.Connection, sql: str) -> dict[str, int]:
 class MetricsMixin:
     @contextmanager
     def _read_snapshot(self) -> Iterator[sqlite3.Connection]:
-        """Run the block in one read transaction, so every query sees one state."""
-        with self._read() as db:
+        """Run the block in one read transaction on a connection of its own.
+
+        The store's shared connection is serialised by a lock, so a slow
+        scrape on it would hold up every claim and commit of a node. A
+        connection per snapshot costs the PRAGMA checks of opening it, which
+        is small next to the scans below.
+        """
+        db = open_connection(self.database)
+        try:
             db.execute("BEGIN DEFERRED")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            yield db
             db.execute("COMMIT")
+        finally:
+            db.close()
 
     def metrics_snapshot(
         self,

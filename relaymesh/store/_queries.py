@@ -194,13 +194,17 @@ class QueriesMixin:
     def queue_lag_ms(self, now_ms: int) -> int:
         """Age of the oldest step that is ready to run but not running.
 
-        Only queued steps and steps waiting for a retry count: a step whose
-        dependencies have not finished, or can never finish, is not lag.
+        Only queued steps and retries that are due count, a retry from the
+        time it became due. A step whose dependencies have not finished, or
+        can never finish, is not lag.
         """
         with self._read() as db:
             oldest = db.execute(
-                "SELECT MIN(COALESCE(ready_at_ms, created_at_ms)) FROM steps"
-                " WHERE (status = 'PENDING' AND is_enqueued = 1) OR status = 'RETRYING'"
+                "SELECT MIN(CASE WHEN status = 'RETRYING' THEN next_retry_at_ms"
+                "  ELSE COALESCE(ready_at_ms, created_at_ms) END) FROM steps"
+                " WHERE (status = 'PENDING' AND is_enqueued = 1)"
+                " OR (status = 'RETRYING' AND next_retry_at_ms <= ?)",
+                (now_ms,),
             ).fetchone()[0]
         return 0 if oldest is None else max(0, now_ms - oldest)
 

@@ -91,7 +91,11 @@ async def test_soft_cancelled_failing_step_is_not_retried(autojump_clock, open_r
     runtime.cancel(task.task_id, "soft", "test")
     step = assignment.step
     (result,) = runtime.commit_outcomes(
-        [StepOutcome(step.step_id, step.lease_token, step.lease_epoch, "FAILED", error="boom")]
+        [
+            StepOutcome(
+                step.step_id, step.lease_token, step.lease_epoch, "FAILED", error="boom"
+            )
+        ]
     )
     assert result.step_status == "CANCELLED"
     assert runtime.store.task_view(task.task_id)["status"] == "CANCELLED"

@@ -31,7 +31,9 @@ async def test_long_step_is_never_reclaimed_while_heartbeating(
         await nursery.start(node_a.run, False)
         await wait_for(lambda: step_row(runtime_a, task.task_id)["status"] == "RUNNING")
         await nursery.start(node_b.run, False)
-        await wait_for(lambda: runtime_a.store.task_view(task.task_id)["status"] == "SUCCESS")
+        await wait_for(
+            lambda: runtime_a.store.task_view(task.task_id)["status"] == "SUCCESS"
+        )
         node_a.stop()
         node_b.stop()
 
@@ -56,7 +58,9 @@ async def test_crashed_owner_step_is_reclaimed_after_lease_timeout(
         crashed_at = trio.current_time()
         crash_a.cancel()  # node A stops heartbeating, as if killed
         await nursery.start(node_b.run, False)
-        await wait_for(lambda: runtime_b.store.task_view(task.task_id)["status"] == "SUCCESS")
+        await wait_for(
+            lambda: runtime_b.store.task_view(task.task_id)["status"] == "SUCCESS"
+        )
         finished_at = trio.current_time()
         node_b.stop()
 
@@ -102,7 +106,9 @@ async def test_graceful_stop_hands_running_step_back(
     node_b = Node(runtime_b, InlineExecutor(), "node-b", workers=1)
     async with trio.open_nursery() as nursery:
         await nursery.start(node_b.run, False)
-        await wait_for(lambda: runtime_b.store.task_view(task.task_id)["status"] == "SUCCESS")
+        await wait_for(
+            lambda: runtime_b.store.task_view(task.task_id)["status"] == "SUCCESS"
+        )
         picked_up_after = trio.current_time() - stopped_at
         node_b.stop()
     # Taken at once: long before the 60 s lease timeout would have expired.
@@ -140,7 +146,9 @@ async def test_workers_run_steps_concurrently(autojump_clock, open_runtime):
     assert elapsed < 15  # four 10 s steps in parallel, not 40 s in a row
 
 
-async def test_workflow_runs_in_dependency_order(autojump_clock, open_runtime, tmp_path):
+async def test_workflow_runs_in_dependency_order(
+    autojump_clock, open_runtime, tmp_path
+):
     runtime = open_runtime()
     flow = tmp_path / "flow.json"
     flow.write_text(
@@ -154,7 +162,9 @@ async def test_workflow_runs_in_dependency_order(autojump_clock, open_runtime, t
     node = Node(runtime, InlineExecutor(), "node-a", workers=2)
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run, False)
-        await wait_for(lambda: runtime.store.task_view(task.task_id)["status"] == "SUCCESS")
+        await wait_for(
+            lambda: runtime.store.task_view(task.task_id)["status"] == "SUCCESS"
+        )
         node.stop()
 
     steps = {s["name"]: s for s in runtime.store.task_view(task.task_id)["steps"]}

@@ -23,7 +23,10 @@ def lease(heartbeat_at_ms: int, epoch: int = 1) -> RunningLease:
         ([(0, 100_000, 100_000), (14.9, 114_900, 100_000)], False),
         ([(0, 100_000, 100_000), (15.0, 115_000, 100_000)], True),
         # Heartbeat moved: the clock starts again.
-        ([(0, 100_000, 99_000), (10, 110_000, 109_000), (23.9, 123_900, 109_000)], False),
+        (
+            [(0, 100_000, 99_000), (10, 110_000, 109_000), (23.9, 123_900, 109_000)],
+            False,
+        ),
         # Wall clock stalled or slow on the judge's host: monotonic time decides.
         ([(0, 100_000, 100_000), (15.0, 100_500, 100_000)], True),
         # First sight of a lease already stale by the wall clock: wait two beats.

@@ -22,12 +22,16 @@ async def test_file_change_reloads_and_invalid_file_is_rejected(
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run, False)
 
-        settings_path.write_text(json.dumps({"leaseHeartbeatMs": 500, "maxAttempts": 5}))
+        settings_path.write_text(
+            json.dumps({"leaseHeartbeatMs": 500, "maxAttempts": 5})
+        )
         await wait_for(lambda: runtime.settings.lease_heartbeat_ms == 500)
         assert runtime.settings.max_attempts == 5
 
         # One valid field and one invalid: nothing applies.
-        settings_path.write_text(json.dumps({"leaseHeartbeatMs": 700, "maxAttempts": 0}))
+        settings_path.write_text(
+            json.dumps({"leaseHeartbeatMs": 700, "maxAttempts": 0})
+        )
         await wait_for(
             lambda: runtime.store.settings_history(1)[0]["result"] == "rejected"
         )
@@ -36,7 +40,9 @@ async def test_file_change_reloads_and_invalid_file_is_rejected(
 
         # The node still works on the old settings.
         task = runtime.submit("echo", "still alive")
-        await wait_for(lambda: runtime.store.task_view(task.task_id)["status"] == "SUCCESS")
+        await wait_for(
+            lambda: runtime.store.task_view(task.task_id)["status"] == "SUCCESS"
+        )
         node.stop()
 
     history = runtime.store.settings_history(10)

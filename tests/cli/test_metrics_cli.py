@@ -1,11 +1,11 @@
 """Tests of the metrics commands: metrics and serve-metrics.
 
 Parsing and the `metrics` handler run in-process, on a parser built here
-with the module's `register`, as the `relaymesh` parser builds its own. The
-tests that run `relaymesh` as a child process (printing from a fresh
-process, serving over HTTP, a port already in use) need the commands
-registered in relaymesh/cli/main.py and the metrics mixin in the store, and
-are skipped until both are there.
+with the module's `register`, as the `relaymesh` parser builds its own. Other
+tests run `relaymesh` as a child process: printing from a fresh process,
+serving over HTTP, a port already in use. They need the commands registered
+in relaymesh/cli/main.py and the metrics mixin in the store, and are skipped
+until both are there.
 
 A served process runs in a session of its own on 127.0.0.1 and a free
 port, and is killed with its whole process group and reaped when the test
@@ -324,9 +324,18 @@ def test_serve_metrics_over_http(serve, seeded_root):
     assert status == 404
     assert b"/metrics" in body
 
-    # SIGINT stops the server the way Ctrl-C does.
-    os.killpg(served.process.pid, signal.SIGINT)
-    assert served.process.wait(timeout=30) == 130
+    os.kill(served.process.pid, signal.SIGTERM)
+    assert served.process.wait(timeout=30) == 0
+
+
+@needs_main
+def test_serve_metrics_stops_on_sigint(serve, seeded_root):
+    port = free_port()
+    served = serve(seeded_root, port)
+    served.wait_for_stderr("serving metrics on", SERVER_START_TIMEOUT_S)
+    assert http_get(port, "/metrics")[0] == 200
+    os.kill(served.process.pid, signal.SIGINT)
+    assert served.process.wait(timeout=30) == 0
 
 
 @needs_main

@@ -16,6 +16,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -306,7 +307,7 @@ def test_describe_does_not_read_root(runtime):
 
 
 class ManualClock:
-    """Wall clock in epoch milliseconds that moves only when told to."""
+    """Wall clock in epoch milliseconds that moves only when a test advances it."""
 
     def __init__(self, now_ms: int = 1_700_000_000_000) -> None:
         self.now_ms = now_ms
@@ -614,6 +615,7 @@ def test_latency_sample_keeps_most_recent(driver, monkeypatch):
         ([], 95, 0),
         ([7], 95, 7),
         (list(range(1, 101)), 95, 95),
+        (list(range(1, 101)), 7, 7),
         (list(range(1, 101)), 99, 99),
         (list(range(1, 101)), 100, 100),
         (list(range(1, 21)), 95, 19),
@@ -685,20 +687,50 @@ def test_snapshot_ignores_concurrent_commit(driver, root, clock_ms, monkeypatch)
     assert sum(read_metrics(driver.runtime).store.task_status.values()) == 4
 
 
-def test_snapshot_leaves_no_transaction_open(runtime):
+def test_snapshot_keeps_store_writable(runtime):
     read_metrics(runtime)
     assert not runtime.store._connection.in_transaction
     runtime.submit("echo", "still writable")
 
 
-def test_snapshot_rolls_back_on_error(runtime, monkeypatch):
+def test_snapshot_skips_store_lock(runtime):
+    # A node's worker thread inside a long transaction holds the lock of the
+    # store's shared connection. A scrape must not wait for it.
+    locked = threading.Event()
+    release = threading.Event()
+
+    def hold_lock() -> None:
+        with runtime.store._lock:
+            locked.set()
+            release.wait(timeout=30)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    readings = []
+    try:
+        assert locked.wait(timeout=10)
+        scraper = threading.Thread(
+            target=lambda: readings.append(read_metrics(runtime))
+        )
+        scraper.start()
+        scraper.join(timeout=10)
+        assert readings, "the snapshot waited for the store's connection lock"
+    finally:
+        release.set()
+        holder.join()
+
+
+def test_snapshot_error_leaves_store_usable(runtime, monkeypatch):
     def broken(db, sql):
-        raise sqlite3.OperationalError("disk on fire")
+        raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(store_metrics, "_group_counts", broken)
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
         read_metrics(runtime)
-    assert not runtime.store._connection.in_transaction
+    monkeypatch.undo()
+
+    runtime.submit("echo", "after the error")
+    assert read_metrics(runtime).store.task_status == {"PENDING": 1}
 
 
 # Escaping ---------------------------------------------------------------------------
@@ -849,18 +881,40 @@ async def test_serve_metrics_idle_client_times_out(runtime, autojump_clock):
         nursery.cancel_scope.cancel()
 
 
-async def test_serve_metrics_store_error_is_500(runtime):
+async def test_serve_metrics_store_error_is_500(runtime, monkeypatch):
+    def locked(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(runtime.store, "metrics_snapshot", locked)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(
             serve_metrics, runtime, "127.0.0.1", 0, InlineExecutor()
         )
-        runtime.store.close()
         status, _, body = await get(port, "/metrics")
         assert status == 500
-        assert b"cannot read the root" in body
+        assert b"cannot read the root: database is locked" in body
         status, _, _ = await get(port, "/elsewhere")
         assert status == 404
         nursery.cancel_scope.cancel()
+
+
+async def test_serve_metrics_survives_render_bug(runtime, monkeypatch, caplog):
+    def buggy(*args, **kwargs):
+        raise KeyError("missing")
+
+    monkeypatch.setattr(runtime.store, "metrics_snapshot", buggy)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            serve_metrics, runtime, "127.0.0.1", 0, InlineExecutor()
+        )
+        status, _, body = await get(port, "/metrics")
+        assert status == 500
+        assert b"see the server log" in body
+        monkeypatch.undo()
+        status, _, _ = await get(port, "/metrics")
+        assert status == 200
+        nursery.cancel_scope.cancel()
+    assert "metrics.render_failed" in caplog.text
 
 
 @pytest.mark.parametrize(
