@@ -97,7 +97,7 @@ def latency_results(base: Path, count: int, rate_per_s: float) -> list[Result]:
             Result("latency p50", parameters, percentile(totals, 0.50), "ms"),
             Result("latency p95", parameters, percentile(totals, 0.95), "ms"),
             Result(
-                "  of which queued p50",
+                "latency: queued p50",
                 "created to claimed",
                 percentile(waits, 0.50),
                 "ms",

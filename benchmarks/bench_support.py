@@ -6,7 +6,7 @@ real SQLite store and the real file bus, so the figures include every fsync,
 rename and transaction the product does. Nodes run as separate processes
 started the way an operator starts them (`python -m relaymesh.cli.main
 node`); the benchmark watches them only through the store, with a read-only
-connection, as an operator's `relaymesh stats` would.
+connection, as an operator's own SQL query would.
 
 Wall time is taken with `time.perf_counter()` in this process. Where the
 question is the node's steady rate rather than the time an operator waits,
@@ -20,6 +20,7 @@ the whole group and reaps it when its block ends, whatever happened inside.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from relaymesh.runtime import Runtime
 __all__ = [
     "BenchmarkError",
     "NodeProcess",
+    "child_environment",
     "Result",
     "fresh_root",
     "load_average",
@@ -48,7 +51,8 @@ __all__ = [
     "warm_bytecode_cache",
 ]
 
-# Fault injection must never leak into a benchmark's child processes.
+# Not inherited by child processes: a crash point would fail the runs, a
+# default root is never wanted, and the bytecode switch is explained below.
 SCRUBBED_ENVIRONMENT = (
     "RELAYMESH_CRASH_AT",
     "RELAYMESH_ROOT",
@@ -84,12 +88,13 @@ class Result:
 
 
 def child_environment(folder: Path) -> dict[str, str]:
-    """The environment of a child process, with a bytecode cache in `folder`.
+    """Build the environment of a child process, with a bytecode cache in `folder`.
 
-    An installed package runs from cached bytecode; a checkout run with
-    PYTHONDONTWRITEBYTECODE set compiles every module at every start, which
-    would triple the cost of a CLI process. The cache lives in the
-    benchmark's temporary folder, so the checkout is left untouched.
+    An installed package runs from cached bytecode. A checkout run with
+    PYTHONDONTWRITEBYTECODE set compiles RelayMesh's modules at every start,
+    which made a CLI process about a third slower on the machine of
+    docs/performance.md. The cache lives in the benchmark's temporary
+    folder, so the checkout is left untouched.
     """
     environment = {
         key: value
@@ -193,12 +198,16 @@ def seed_echo_tasks(root: Path, count: int, label: str = "seed") -> float:
         runtime.close()
 
 
-def read_store(root: Path) -> sqlite3.Connection:
-    """A read-only connection to the store of `root`, rows as mappings."""
+@contextlib.contextmanager
+def read_store(root: Path) -> Iterator[sqlite3.Connection]:
+    """Open a read-only connection to the store of `root`; close it on exit."""
     uri = f"file:{root / 'relaymesh.db'}?mode=ro"
     connection = sqlite3.connect(uri, uri=True, timeout=10)
     connection.row_factory = sqlite3.Row
-    return connection
+    try:
+        yield connection
+    finally:
+        connection.close()
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -18,7 +18,7 @@ The benchmarks, each in its own module:
 What the figures mean and what limits them is written up in
 `docs/performance.md`. A benchmark that cannot produce its figure (a node
 exits, a wait times out) stops the run with exit status 1 and the reason;
-the rows measured so far are still printed.
+the rows of the groups that finished before it are still printed.
 """
 
 from __future__ import annotations
@@ -108,13 +108,23 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--repeats",
-        type=int,
+        type=positive_integer,
         default=None,
         metavar="N",
         help="run each benchmark N times and show the median and range"
         " (default: 3, or 1 with --quick)",
     )
     return parser.parse_args(argv)
+
+
+def positive_integer(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too small: must be at least 1")
+    return value
 
 
 def run_groups(
@@ -189,8 +199,7 @@ def print_results(results: list[Result], markdown: bool) -> None:
         print("| benchmark | parameters | result | unit |")
         print("|---|---|--:|---|")
         for row in results:
-            name = row.benchmark.strip()
-            print(f"| {name} | {row.parameters} | {row.text} | {row.unit} |")
+            print(f"| {row.benchmark} | {row.parameters} | {row.text} | {row.unit} |")
         return
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("benchmark", no_wrap=True)
@@ -213,12 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     sizes = QUICK if args.quick else FULL
     if args.repeats is not None:
-        if args.repeats < 1:
-            progress(f"--repeats must be at least 1, not {args.repeats}")
-            return 2
         sizes = dataclasses.replace(sizes, repeats=args.repeats)
     groups = tuple(group for group in GROUPS if not args.only or group in args.only)
-    command = " ".join(["python", "benchmarks/run.py", *sys.argv[1:]])
+    arguments = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python", "benchmarks/run.py", *arguments])
     print_machine(args.markdown, command)
 
     results: list[Result] = []

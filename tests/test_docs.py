@@ -9,6 +9,8 @@ must appear in docs/layout.md, and every command in docs/cli.md.
 from __future__ import annotations
 
 import json
+
+from prometheus_client.parser import text_string_to_metric_families
 import re
 import subprocess
 import sys
@@ -94,6 +96,13 @@ def test_example_is_a_real_run(name):
     if name == "worker":
         documents = [json.loads(line) for line in output.splitlines()]
         assert documents, "the worker example prints no round"
+    elif name in ("metrics", "serve-metrics"):
+        # Prometheus text, not JSON: it must parse as an exposition.
+        exposition = "\n".join(
+            line for line in output.splitlines() if not line.startswith(("$", "serving"))
+        )
+        families = list(text_string_to_metric_families(exposition + "\n"))
+        assert families, "the example shows no metric family"
     else:
         json.loads(output)
 

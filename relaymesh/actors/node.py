@@ -33,6 +33,7 @@ from relaymesh.actors.signals import Nudge
 from relaymesh.actors.worker import worker_loop
 from relaymesh.errors import ConflictError
 from relaymesh.executor import Executor
+from relaymesh.observability.metrics import serve_metrics
 from relaymesh.observability.logs import event
 from relaymesh.runtime import Assignment, Runtime, TierSelector
 from relaymesh.store import StepOutcome
@@ -59,6 +60,7 @@ class Node:
     workers: int = 4
     address: str = ""
     settings_reload_ms: int = 10_000
+    metrics_address: tuple[str, int] | None = None  # (host, port) to serve /metrics
     selector: TierSelector = field(init=False)
     leases: LeaseManager = field(init=False)
     stop_claiming: trio.Event = field(init=False, default_factory=trio.Event)
@@ -112,6 +114,11 @@ class Node:
                     maintenance_loop, self.runtime, self.executor, self.node_id,
                     self.work_available,
                 )
+                if self.metrics_address is not None:
+                    host, port = self.metrics_address
+                    self.metrics_port = await service.start(
+                        serve_metrics, self.runtime, host, port, self.executor
+                    )
                 await service.start(
                     settings_watcher_loop, self.runtime, self.executor, self.node_id,
                     self.settings_reload_ms,

@@ -172,6 +172,16 @@ OPTION_NOTES: dict[tuple[str, str], str] = {
 
 # Per-command notes: the output and the non-zero exit statuses, beyond the table.
 NOTES: dict[str, str] = {
+    "metrics": (
+        "Prints the Prometheus text exposition of the root, read from the"
+        " store and the bus folders. Counters are kept in the store, so they"
+        " continue across restarts ([metrics.md](metrics.md))."
+    ),
+    "serve-metrics": (
+        "Serves the same exposition at `/metrics` over HTTP until SIGINT or"
+        " SIGTERM, for a root without a node; a node serves it itself with"
+        " `--metrics-port`."
+    ),
     "init": (
         "Creates the folders and the database of a root, or adds what an"
         " existing root lacks, and prints the root's path. Running it again"
@@ -327,6 +337,24 @@ NOTES: dict[str, str] = {
 
 # One real run of each command, captured on a scratch root (see INTRO).
 EXAMPLES: dict[str, str] = {
+    "metrics": r"""$ relaymesh metrics | head -7
+# HELP relaymesh_tasks_submitted_total Tasks accepted by submit and submit-workflow. A deduplicated submission is not counted.
+# TYPE relaymesh_tasks_submitted_total counter
+relaymesh_tasks_submitted_total{kind="single"} 1.0
+relaymesh_tasks_submitted_total{kind="workflow"} 0.0
+# HELP relaymesh_steps_succeeded_total Steps whose successful result was committed.
+# TYPE relaymesh_steps_succeeded_total counter
+relaymesh_steps_succeeded_total 1.0
+""",
+    "serve-metrics": r"""$ relaymesh serve-metrics --port 9464 &
+serving metrics on http://127.0.0.1:9464/metrics
+$ curl -s http://127.0.0.1:9464/metrics | grep inbox_depth
+# HELP relaymesh_inbox_depth Envelope files waiting in each inbox tier.
+# TYPE relaymesh_inbox_depth gauge
+relaymesh_inbox_depth{priority="high"} 0.0
+relaymesh_inbox_depth{priority="normal"} 0.0
+relaymesh_inbox_depth{priority="low"} 0.0
+""",
     "init": r"""$ relaymesh init --json
 {
   "root": "/tmp/relaymesh-example",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from relaymesh.cli import audit, dead, leases, operations, run, tasks
+from relaymesh.cli import audit, dead, leases, metrics, operations, run, tasks
 from relaymesh.cli.arguments import ArgumentParser, add_common
 from relaymesh.cli.output import Output
 from relaymesh.errors import StoreError, UsageError
@@ -28,6 +28,7 @@ def build_parser() -> ArgumentParser:
     operations.register_settings(commands, common)
     leases.register(commands, common)
     audit.register(commands, common)
+    metrics.register(commands, common)
     run.register(commands, common)
     return parser
 

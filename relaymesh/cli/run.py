@@ -48,6 +48,14 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         " (default: gracefulTimeoutMs from the settings)",
     )
     parser.add_argument(
+        "--metrics-port", type=integer_in(0, 65535), default=None,
+        help="serve Prometheus metrics on this port (0: any free port; default: off)",
+    )
+    parser.add_argument(
+        "--metrics-host", default="127.0.0.1",
+        help="address for --metrics-port (default 127.0.0.1, this host only)",
+    )
+    parser.add_argument(
         "--settings-reload-ms", type=integer_in(0, 86_400_000), default=10_000,
         help="how often to check the settings file for changes (0: only on"
         " 'reload-settings')",
@@ -89,7 +97,12 @@ def run_node(args: argparse.Namespace, out: Output) -> int:
         )
     node = Node(runtime, ThreadExecutor(), args.node_id, workers=args.workers,
                 address=socket.gethostname(),
-                settings_reload_ms=args.settings_reload_ms)
+                settings_reload_ms=args.settings_reload_ms,
+                metrics_address=(
+                    (args.metrics_host, args.metrics_port)
+                    if args.metrics_port is not None
+                    else None
+                ))
     trio.run(node.run)
     runtime.close()
     out.document({"nodeId": args.node_id, "stopped": True}, f"node {args.node_id} stopped")

@@ -37,8 +37,9 @@ threaded one or prometheus-client's `start_http_server`: it reads one
 request head, answers GET or HEAD on `/metrics` and 404 elsewhere, and does
 the store read through the node's executor, so the blocking work stays off
 the event loop and cancellation is the node's ordinary nursery
-cancellation. `start_http_server` would also answer every path with metrics
-and run threads the node cannot cancel.
+cancellation. `start_http_server` (prometheus-client 0.26) answers every
+path but /favicon.ico with metrics, and serves from a daemon thread that
+lives outside the node's nursery.
 
 `docs/metrics.md` is generated from the definitions below:
 
@@ -332,9 +333,10 @@ METRICS: tuple[MetricDefinition, ...] = (
     ),
     _gauge(
         "relaymesh_queue_lag_ms",
-        "Milliseconds since the oldest step that is queued or waiting for a retry"
-        " became ready, or 0 when there is none.",
-        "`steps.ready_at_ms` (or `created_at_ms`)", lambda r: r.store.queue_lag_ms,
+        "Milliseconds since the oldest queued step became ready or the oldest"
+        " due retry became due, or 0 when there is none.",
+        "`steps.ready_at_ms` (or `created_at_ms`), `steps.next_retry_at_ms`",
+        lambda r: r.store.queue_lag_ms,
     ),
     _gauge(
         "relaymesh_oldest_queued_message_age_ms",
@@ -737,9 +739,9 @@ event, so `rate()` and alerts see the series from the start. Other values
   worker claims anything at all (no node running, every node paused, a
   stuck claim), while depth alone may stay flat.
 - **Alert on `relaymesh_queue_lag_ms`**: the age of the oldest ready step,
-  counting steps waiting for a retry. It grows when workers are too few
-  for the load or a step keeps failing with long backoff. Workflow steps
-  that wait for dependencies, or can never run because one was
+  with a due retry counted from when it became due. It grows when workers
+  are too few for the load. Retries still in their backoff, and workflow
+  steps that wait for dependencies or can never run because one was
   dead-lettered, do not count.
 - **Alert on dead letters** with `increase(relaymesh_dead_lettered_total[1h])`
   or `relaymesh_dead_letter_growth_1h`, and on lost work with
@@ -782,8 +784,9 @@ is when someone else stopped them, not when the agent finished.
 - `relaymesh_step_latency_ms` measures each attempt's run time (end minus
   start in `step_attempts`), not a step's time from creation to its last
   update.
-- `relaymesh_queue_lag_ms` counts only steps that are ready to run or
-  waiting for a retry, not steps blocked behind their dependencies.
+- `relaymesh_queue_lag_ms` counts only steps that are ready to run and
+  retries that are due, not retries in their backoff or steps blocked
+  behind their dependencies.
 - The endpoint listens on 127.0.0.1 unless `--host` says otherwise, answers
   only GET and HEAD on `/metrics`, and returns 404 for other paths.
 """

@@ -10,6 +10,7 @@ from relaymesh.store._conflicts import ConflictsMixin
 from relaymesh.store._cancel import CANCEL_MODES, CancelMixin, CancelResult
 from relaymesh.store._leases import LeaseMixin
 from relaymesh.store._operations import OperationsMixin, PurgeResult, ReplayResult
+from relaymesh.store._metrics import MetricsMixin
 from relaymesh.store._queries import QueriesMixin
 from relaymesh.store._settings import SettingsMixin
 from relaymesh.store._submit import PreparedStep, PreparedTask, SubmitMixin
@@ -50,6 +51,7 @@ class Store(
     OperationsMixin,
     SettingsMixin,
     ConflictsMixin,
+    MetricsMixin,
     QueriesMixin,
     StoreBase,
 ):

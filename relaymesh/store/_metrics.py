@@ -19,10 +19,9 @@ Duration distributions are bucketed in SQL rather than returned row by
 row, so a scrape of a busy root moves a few dozen rows, not one per attempt
 of the last hour. Tasks are filtered through their `updated_at_ms` index.
 
-NOTE: `step_attempts` has no index on `ended_at_ms`, so the window and the
-recent-attempt sample each scan the whole table, and a scrape slows down as
-attempts accumulate until purge removes them. An index on `ended_at_ms`
-would bound both scans to the rows they return.
+The index on `step_attempts(ended_at_ms)` bounds the window and the
+recent-attempt sample to the rows they return, so a scrape does not slow
+down as attempts accumulate.
 """
 
 from __future__ import annotations
@@ -210,11 +209,15 @@ class MetricsMixin:
             )
 
             # The same rule as `queue_lag_ms` in relaymesh/store/_queries.py:
-            # a step counts from the moment it became ready to run, and only
-            # queued steps and steps waiting for a retry are lag.
+            # queued steps count from when they became ready, retries from
+            # when they became due, and a retry still in its backoff is not
+            # lag.
             oldest_ready = db.execute(
-                "SELECT MIN(COALESCE(ready_at_ms, created_at_ms)) FROM steps"
-                " WHERE (status = 'PENDING' AND is_enqueued = 1) OR status = 'RETRYING'"
+                "SELECT MIN(CASE WHEN status = 'RETRYING' THEN next_retry_at_ms"
+                "  ELSE COALESCE(ready_at_ms, created_at_ms) END) FROM steps"
+                " WHERE (status = 'PENDING' AND is_enqueued = 1)"
+                " OR (status = 'RETRYING' AND next_retry_at_ms <= ?)",
+                (now_ms,),
             ).fetchone()[0]
             oldest_message = db.execute(
                 "SELECT MIN(created_at_ms) FROM messages WHERE state = 'QUEUED'"

@@ -98,6 +98,7 @@ STATEMENTS = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS idx_step_attempts_task ON step_attempts(task_id)",
+    "CREATE INDEX IF NOT EXISTS idx_step_attempts_ended ON step_attempts(ended_at_ms)",
     """
     CREATE TABLE IF NOT EXISTS messages (
         msg_id TEXT PRIMARY KEY,

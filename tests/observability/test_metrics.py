@@ -560,6 +560,20 @@ def test_histograms_cover_last_hour(driver):
     assert value(later, "relaymesh_step_latency_ms", quantile="0.99") == 30
 
 
+def test_queue_lag_matches_store_rule(driver):
+    task = driver.runtime.submit("fail", "x")
+    driver.clock.advance(700)
+    assert value(exposition(driver.runtime), "relaymesh_queue_lag_ms") == 700
+
+    driver.fail(driver.claim_one())
+    retry_at = driver.steps(task.task_id)["main"]["next_retry_at_ms"]
+    for now in (retry_at - 1, retry_at, retry_at + 300):
+        driver.clock.set(now)
+        lag = value(exposition(driver.runtime), "relaymesh_queue_lag_ms")
+        assert lag == driver.runtime.store.queue_lag_ms(now), now
+    assert lag == 300
+
+
 def test_dead_letter_growth_window(make_driver):
     driver = make_driver(retry_policies=[{"id": "fail", "maxAttempts": 1}])
     driver.runtime.submit("fail", "x")
