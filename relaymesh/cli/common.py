@@ -8,6 +8,6 @@ from relaymesh.paths import resolve_root
 from relaymesh.runtime import Runtime
 
 
-def open_runtime(args: argparse.Namespace, *, create: bool = False) -> Runtime:
-    """Open the root named by --root; unless `create`, it must already exist."""
-    return Runtime.open(resolve_root(args.root), must_exist=not create)
+def open_runtime(args: argparse.Namespace) -> Runtime:
+    """Open the root named by --root, which `relaymesh init` must have created."""
+    return Runtime.open(resolve_root(args.root), must_exist=True)

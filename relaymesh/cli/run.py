@@ -90,7 +90,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 
 
 def run_node(args: argparse.Namespace, out: Output) -> int:
-    runtime = open_runtime(args, create=True)
+    runtime = open_runtime(args)
     if args.graceful_timeout_ms is not None:
         runtime.settings = runtime.settings.with_overrides(
             graceful_timeout_ms=args.graceful_timeout_ms
@@ -110,7 +110,7 @@ def run_node(args: argparse.Namespace, out: Output) -> int:
 
 
 def run_worker(args: argparse.Namespace, out: Output) -> int:
-    runtime = open_runtime(args, create=True)
+    runtime = open_runtime(args)
     owner = args.node_id or f"worker-{socket.gethostname()}-{__import__('os').getpid()}"
     worker_id = f"{owner}/w0"
 
