@@ -66,9 +66,10 @@ commands (tasks, steps, leases, retries, replay) are explained in
 
 Every command takes `--root DIR`. Without it, the root is the environment
 variable `RELAYMESH_ROOT`, and without that, `./relaymesh-data`. A leading
-`~` is expanded and the path is made absolute. `init`, `node` and `worker`
-create a missing root; every other command exits with status 1 and a hint
-to run `relaymesh init`. `demo` is the exception: it uses `--root` or a new
+`~` is expanded and the path is made absolute. Only `init` creates a
+missing root; every other command exits with status 1 and a hint to run
+`relaymesh init`, so a mistyped path never starts a second, empty root.
+`demo` is the exception: it uses `--root` (created if missing) or a new
 temporary folder, never `RELAYMESH_ROOT`.
 
 The options belong to the command, so they come after its name:
