@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relaymesh.agents.orphans import stop_attempt_processes
 from relaymesh.agents.policies import RetryPolicies
 from relaymesh.agents.registry import AgentRegistry
 from relaymesh.bus import ClaimedFile, FileBus, msg_id_from_file_name, write_atomically
@@ -420,9 +421,10 @@ class Runtime:
         rows = []
         for lease, result in zip(leases, results):
             if result.committed:
+                stopped = stop_attempt_processes(lease.step_id, lease.lease_epoch)
                 event(log, logging.INFO, "lease.reclaimed", step_id=lease.step_id,
                       owner=lease.lease_owner, epoch=lease.lease_epoch, reason=reason,
-                      step_status=result.step_status)
+                      step_status=result.step_status, stopped_processes=stopped)
             rows.append(dict(
                 action="lease.reclaim", actor=self.actor, resource=f"step/{lease.step_id}",
                 result="reclaimed" if result.committed else "reclaim_conflict",

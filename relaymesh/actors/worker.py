@@ -39,6 +39,7 @@ def step_context(assignment: Assignment) -> StepContext:
         traceparent=f"00-{step.trace_id}-{step.span_id}-01",
         input=assignment.input_text or "",
         dependency_outputs=step.dependency_outputs,
+        lease_epoch=step.lease_epoch,
     )
 
 

@@ -63,6 +63,9 @@ class StepContext:
     input: str
     # Output of every step this one depends on, keyed by that step's name.
     dependency_outputs: Mapping[str, str] = field(default_factory=dict)
+    # Fencing epoch of the lease this attempt runs under; with `step_id` it
+    # names the attempt uniquely, so a reclaim can find its processes.
+    lease_epoch: int = 0
 
 
 @dataclass(frozen=True)

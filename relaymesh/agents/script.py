@@ -58,6 +58,7 @@ from pathlib import Path
 
 import trio
 
+from relaymesh.agents.orphans import LEASE_EPOCH_VARIABLE
 from relaymesh.agents.base import AgentResult, StepContext, agent_stdin
 from relaymesh.errors import ValidationError
 
@@ -209,6 +210,7 @@ class ScriptAgent:
                 "RELAYMESH_STEP_ID": context.step_id,
                 "RELAYMESH_STEP_NAME": context.step_name,
                 "RELAYMESH_ATTEMPT": str(context.attempt),
+                LEASE_EPOCH_VARIABLE: str(context.lease_epoch),
             }
         )
         return environment

@@ -17,8 +17,10 @@ Each test runs a slow script step on node A with a 3 s lease renewed every
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -227,3 +229,47 @@ def test_stalled_owner_cannot_overwrite_reclaimed_step(
         node.terminate()
     for node in (node_a, node_b):
         assert node.wait_exit(15) == 0, node.describe()
+
+
+def test_reclaim_stops_script_left_by_killed_node(
+    root: Path, nodes: NodeSupervisor, view: RootView, tmp_path: Path
+) -> None:
+    """A script keeps running after its node is SIGKILLed (it has its own
+    session); the reclaim must stop it so that two copies never overlap."""
+    short_lease_settings(root)
+    pid_file = tmp_path / "script.pids"
+    script = (
+        "import os, sys, time;"
+        f" open({str(pid_file)!r}, 'a').write(str(os.getpid()) + chr(10));"
+        " time.sleep(60 if os.environ['RELAYMESH_ATTEMPT'] == '1' else 0.1);"
+        " print('done')"
+    )
+    (root / "agents" / "scripts.json").write_text(
+        json.dumps({"agents": [{"id": "stubborn", "command": [sys.executable, "-c", script],
+                                "timeoutMs": 120_000}]})
+    )
+    node_a = nodes.start("node-a")
+    task_id = submit(root, "stubborn")
+    wait_running_on(nodes, view, "node-a")
+    nodes.wait_until(lambda: pid_file.exists(), 10, "the script to start on node-a")
+    orphan = int(pid_file.read_text().split()[0])
+    node_b = nodes.start("node-b")
+
+    node_a.kill()
+    try:
+        nodes.wait_until(
+            lambda: view.task_status(task_id) == "SUCCESS", 20, "node-b to finish the task"
+        )
+        nodes.wait_until(lambda: not _alive(orphan), 5, "the orphaned script to be stopped")
+    finally:
+        if _alive(orphan):
+            os.kill(orphan, signal.SIGKILL)
+    assert node_b.running
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
