@@ -192,11 +192,18 @@ class Runtime:
 
     def settings_signature(self) -> tuple[int, int] | None:
         """(mtime in ns, size) of the settings file, or None if it is missing."""
-        try:
-            stat = self.layout.settings_file.stat()
-        except FileNotFoundError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
+        return _file_signature(self.layout.settings_file)
+
+    def configuration_signature(self) -> tuple:
+        """Signatures of the settings, script agent and retry policy files."""
+        return tuple(
+            _file_signature(path)
+            for path in (
+                self.layout.settings_file,
+                self.layout.scripts_file,
+                self.layout.retry_policies_file,
+            )
+        )
 
     def apply_configuration(
         self, configuration: tuple[Settings, RetryPolicies, AgentRegistry]
@@ -208,6 +215,10 @@ class Runtime:
         """
         settings, policies, agents = configuration
         changed = changed_fields(self.settings, settings)
+        if agents.describe() != self.agents.describe():
+            changed.append("agents/scripts.json")
+        if policies.overrides() != self.policies.overrides():
+            changed.append("agents/retry-policies.json")
         self.settings, self.policies, self.agents = settings, policies, agents
         return changed
 
@@ -748,6 +759,14 @@ def _commit_row(outcome: StepOutcome, result: CommitResult) -> dict:
             "ready_steps": len(result.envelopes),
         },
     )
+
+
+def _file_signature(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def _digest(text: str) -> str:

@@ -15,10 +15,10 @@ queue so another node can take them at once, mark the node LEFT, exit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -88,8 +88,36 @@ class Node:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run until `stop()` (or a signal) and the graceful shutdown finish."""
-        await self._start_up()
+        """Run until `stop()` (or a signal) and the graceful shutdown finish.
+
+        The signal receiver is open from before start-up until `run` returns,
+        so a SIGTERM at any moment, or a second one during the shutdown,
+        starts (or continues) the graceful stop instead of killing the node.
+        """
+        with contextlib.ExitStack() as stack:
+            signals = (
+                stack.enter_context(trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM))
+                if handle_signals
+                else None
+            )
+            await self._start_up()
+            try:
+                async with trio.open_nursery() as outer:
+                    if signals is not None:
+                        outer.start_soon(self._watch_signals, signals)
+                    await self._run_actors(task_status)
+                    outer.cancel_scope.cancel()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.executor.run(
+                        self.runtime.store.mark_node_left,
+                        self.node_id,
+                        self.runtime.clock_ms(),
+                    )
+                event(log, logging.INFO, "node.stopped", node_id=self.node_id)
+                self._stopped.set()
+
+    async def _run_actors(self, task_status: trio.TaskStatus[None]) -> None:
         settings = self.runtime.settings
         async with trio.open_nursery() as nursery:
             assignments_send, assignments_receive = trio.open_memory_channel[
@@ -129,8 +157,7 @@ class Node:
                             work.start_soon(
                                 worker_loop, f"{self.node_id}/w{index}",
                                 assignments_receive.clone(), outcomes_send.clone(),
-                                self.runtime.agents, self.leases, self.slots,
-                                settings.payload_max_bytes,
+                                self.runtime, self.leases, self.slots,
                             )
                     assignments_receive.close()
                     work.start_soon(
@@ -138,8 +165,6 @@ class Node:
                         self.selector, assignments_send, self.leases, self.slots,
                         self.work_available, self.stop_claiming,
                     )
-                    if handle_signals:
-                        nursery.start_soon(self._watch_signals)
                     event(log, logging.INFO, "node.started", node_id=self.node_id,
                           workers=self.workers, root=self.runtime.layout.root, pid=os.getpid())
                     task_status.started()
@@ -150,11 +175,6 @@ class Node:
                 await self._wait_for_commits()
                 service.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
-        await self.executor.run(
-            self.runtime.store.mark_node_left, self.node_id, self.runtime.clock_ms()
-        )
-        event(log, logging.INFO, "node.stopped", node_id=self.node_id)
-        self._stopped.set()
 
     def stop(self) -> None:
         """Begin a graceful stop; `run()` returns when it is complete."""
@@ -178,11 +198,10 @@ class Node:
             while any(entry.finished for entry in self.leases.running.values()):
                 await trio.sleep(0.01)
 
-    async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                event(log, logging.INFO, "node.signal", signal=signal.Signals(signum).name)
-                self.stop()
+    async def _watch_signals(self, signals) -> None:
+        async for signum in signals:
+            event(log, logging.INFO, "node.signal", signal=signal.Signals(signum).name)
+            self.stop()
 
     async def _start_up(self) -> None:
         """Register the node and recover what its previous run left behind."""
@@ -225,11 +244,3 @@ def _still_running(row: dict, runtime: Runtime) -> bool:
     except PermissionError:
         return fresh
     return fresh
-
-
-async def run_until_stopped(node: Node, stop_after: Callable[[], Awaitable[None]]) -> None:
-    """Run `node` until `stop_after()` returns, then stop it gracefully."""
-    async with trio.open_nursery() as nursery:
-        await nursery.start(lambda task_status: node.run(handle_signals=False, task_status=task_status))
-        await stop_after()
-        node.stop()

@@ -1,7 +1,8 @@
 """Hot reload of settings in a running node.
 
-The watcher reloads when the settings file changes (checked every
-`--settings-reload-ms`; 0 turns file watching off) or when `reload-settings`
+The watcher reloads when the settings, script agent or retry policy file
+changes (checked every `--settings-reload-ms`; 0 turns file watching off)
+or when `reload-settings`
 bumps the reload generation in the store (checked every maintenance
 interval). A reload validates settings, retry policies and script agents
 together and swaps them in on the trio loop in one step, so actors see
@@ -92,7 +93,7 @@ async def settings_watcher_loop(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Watch for reload triggers; reports started once it has a baseline."""
-    signature = await executor.run(runtime.settings_signature)
+    signature = await executor.run(runtime.configuration_signature)
     generation = await executor.run(runtime.store.settings_reload_generation)
     last_file_check = trio.current_time()
     task_status.started()
@@ -107,10 +108,10 @@ async def settings_watcher_loop(
                 trio.current_time() - last_file_check >= reload_interval_ms / 1000
             ):
                 last_file_check = trio.current_time()
-                if await executor.run(runtime.settings_signature) != signature:
+                if await executor.run(runtime.configuration_signature) != signature:
                     trigger = "file_changed"
             if trigger is not None:
-                signature = await executor.run(runtime.settings_signature)
+                signature = await executor.run(runtime.configuration_signature)
                 await reload_configuration(runtime, executor, node_id, trigger, generation)
         except Exception:
             log.exception("settings check failed; trying again next interval")

@@ -20,7 +20,7 @@ from relaymesh.actors.lease import LeaseManager, RunningStep
 from relaymesh.agents import AgentRegistry, StepContext
 from relaymesh.fsm import AttemptOutcome
 from relaymesh.observability.logs import event
-from relaymesh.runtime import Assignment
+from relaymesh.runtime import Assignment, Runtime
 from relaymesh.store import StepOutcome
 
 log = logging.getLogger("relaymesh.worker")
@@ -85,7 +85,9 @@ async def execute_step(
     if agent is None:
         return outcome(
             AttemptOutcome.FAILED,
-            error=f"agent {step.agent_id!r} is not registered on node {step.lease_owner}",
+            error=f"agent {step.agent_id!r} is not registered on node"
+            f" {step.lease_owner}; declare it in agents/scripts.json and run"
+            " 'relaymesh reload-settings'",
         )
 
     with running.scope as scope:
@@ -123,16 +125,23 @@ async def worker_loop(
     worker_id: str,
     assignments: trio.MemoryReceiveChannel[tuple[Assignment, RunningStep]],
     outcomes: trio.MemorySendChannel[StepOutcome],
-    agents: AgentRegistry,
+    runtime: Runtime,
     leases: LeaseManager,
     slots: trio.Semaphore,
-    payload_max_bytes: int,
 ) -> None:
-    """Take assignments until the channel closes; send each outcome on."""
+    """Take assignments until the channel closes; send each outcome on.
+
+    Agents and the payload limit are read from `runtime` for every step, so
+    a settings reload applies to the next step a worker takes.
+    """
     async with assignments:
         async for assignment, running in assignments:
             result = await execute_step(
-                assignment, running, agents, worker_id, payload_max_bytes
+                assignment,
+                running,
+                runtime.agents,
+                worker_id,
+                runtime.settings.payload_max_bytes,
             )
             if result is None:
                 leases.unregister(assignment.step.step_id)

@@ -46,11 +46,25 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, StoreError) as error:
         sys.stderr.write(f"relaymesh {args.command}: {error}\n")
         return error.exit_status
+    except BaseExceptionGroup as group:
+        # An actor of a node failed on bad input (a port in use, say): report
+        # it like any other command error, not as a traceback.
+        matched, _ = group.split((UsageError, StoreError))
+        if matched is None:
+            raise
+        error = _first_leaf(matched)
+        sys.stderr.write(f"relaymesh {args.command}: {error}\n")
+        return error.exit_status
     except KeyboardInterrupt:
         sys.stderr.write(f"relaymesh {args.command}: interrupted\n")
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 if __name__ == "__main__":

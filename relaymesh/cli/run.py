@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import json
 import re
+import signal
 import socket
 import sys
 import tempfile
@@ -104,6 +105,9 @@ def run_node(args: argparse.Namespace, out: Output) -> int:
                     else None
                 ))
     trio.run(node.run)
+    # The node has stopped; a late signal must not cut the summary short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     runtime.close()
     out.document({"nodeId": args.node_id, "stopped": True}, f"node {args.node_id} stopped")
     return 0

@@ -47,7 +47,13 @@ async def test_file_change_reloads_and_invalid_file_is_rejected(
 
     history = runtime.store.settings_history(10)
     assert [row["result"] for row in history] == ["rejected", "reloaded", "loaded"]
-    assert history[1]["changedFields"] == ["leaseHeartbeatMs", "maxAttempts"]
+    # The test's registry had a sleep agent that scripts.json does not
+    # declare, so the reload also reports the agents as changed.
+    assert history[1]["changedFields"] == [
+        "leaseHeartbeatMs",
+        "maxAttempts",
+        "agents/scripts.json",
+    ]
     assert "maxAttempts" in history[0]["error"]
     assert history[0]["changedFields"] == []
 
@@ -72,4 +78,22 @@ async def test_reload_request_reaches_running_node(
     (row,) = runtime.store.settings_history(10, generation=generation)
     assert row["nodeId"] == "node-a"
     assert row["trigger"] == "reload_request"
-    assert row["changedFields"] == ["maxAttempts"]
+    assert row["changedFields"] == ["maxAttempts", "agents/scripts.json"]
+
+
+async def test_new_script_agent_reaches_running_workers(
+    autojump_clock, open_runtime, tmp_path
+):
+    runtime = open_runtime()
+    node = Node(runtime, InlineExecutor(), "node-a", workers=1, settings_reload_ms=1000)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run, False)
+        scripts = tmp_path / "root" / "agents" / "scripts.json"
+        scripts.write_text(
+            json.dumps({"agents": [{"id": "hello", "command": ["true"]}]})
+        )
+        await wait_for(lambda: runtime.agents.get("hello") is not None)
+        node.stop()
+    (row,) = [r for r in runtime.store.settings_history(10) if r["result"] == "reloaded"]
+    assert row["trigger"] == "file_changed"
+    assert "agents/scripts.json" in row["changedFields"]
