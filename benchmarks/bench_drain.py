@@ -13,11 +13,11 @@ submitter. Two rates come out of one run:
 
 The node batches claims (up to the free worker slots, at most
 `claimBatchSize`) and completions (whatever outcomes are waiting, up to 64)
-into one transaction each. Counting transactions from outside is not
-possible, but every claim in one transaction carries the same `now`, and so
-does every completion; so the number of distinct (node, millisecond) values
-bounds the number of transactions from below, and tasks divided by it bounds
-the mean batch from above.
+into one transaction each. Transactions cannot be counted from outside, but
+every claim in one transaction carries the same `now`, and so does every
+completion. The number of distinct (node, millisecond) values is therefore
+a lower bound on the number of transactions, and tasks divided by it is an
+upper bound on the mean batch size.
 
 Draining backlogs of different sizes with the same node shows whether the
 cost of a step depends on how many steps are queued behind it.
@@ -125,7 +125,7 @@ def _per_distinct_ms(store, tasks: int, column: str) -> float:
 
 
 def check_exactly_once(run: DrainRun) -> None:
-    """A clean drain runs every step once; more attempts would skew the rates."""
+    """Raise BenchmarkError unless every step ran once, since retries skew rates."""
     attempts = sum(run.attempts_by_node.values())
     if attempts != run.tasks:
         raise BenchmarkError(
@@ -200,7 +200,7 @@ def backlog_sizes(base: Path, sizes: tuple[int, ...]) -> list[Result]:
     """Steady rate of one node x 4 workers for backlogs of different sizes.
 
     A node that did constant work per step would drain every backlog at the
-    same rate; a rate that falls as the backlog grows shows work that grows
+    same rate. A rate that falls as the backlog grows shows work that grows
     with the number of queued files.
     """
     results = []

@@ -1,9 +1,9 @@
 """Latency: tasks submitted one at a time, at a modest rate, to a running node.
 
 With a backlog, a task's `finished_at_ms - created_at_ms` is mostly time
-spent queued behind the others, so latency is measured on its own: a node
-is started and idle, then this process submits echo tasks on a fixed
-schedule (well below the node's capacity) and, once all are done, reads
+spent queued behind the others, so latency is measured on its own. A node
+is started and left idle. This process then submits echo tasks on a fixed
+schedule, well below the node's capacity, and once all are done it reads
 each task's creation and completion times from the store. The time to the
 claim (the step attempt's start) is reported too, which separates waiting
 to be noticed from running and committing.

@@ -1,18 +1,17 @@
-"""What every benchmark shares: a result row, fresh roots, node processes,
-and reading the store from the outside.
+"""Shared parts of the benchmarks: the result row, fresh roots, node
+processes, and reading the store from the outside.
 
 Each benchmark works on a root of its own in a temporary folder, with the
 real SQLite store and the real file bus, so the figures include every fsync,
-rename and transaction the product does. Nodes run as separate processes
+rename and transaction the product does. Nodes run as separate processes,
 started the way an operator starts them (`python -m relaymesh.cli.main
-node`); the benchmark watches them only through the store, with a read-only
+node`). The benchmark watches them only through the store, with a read-only
 connection, as an operator's own SQL query would.
 
-Wall time is taken with `time.perf_counter()` in this process. Where the
-question is the node's steady rate rather than the time an operator waits,
-the rate is computed from the timestamps the node itself wrote (first claim
-to last completion), which leaves out interpreter start-up and the polling
-delay of this process.
+Wall time is taken with `time.perf_counter()` in this process. The node's
+steady rate, as opposed to the time an operator waits, is computed from the
+timestamps the node itself wrote (first claim to last completion). That
+leaves out interpreter start-up and the polling delay of this process.
 
 A node is always started in a session of its own, and `NodeProcess` kills
 the whole group and reaps it when its block ends, whatever happened inside.
@@ -123,7 +122,7 @@ def warm_bytecode_cache(folder: Path) -> None:
 
 
 def machine_description() -> dict[str, str]:
-    """The facts a reader needs to compare these figures with their own."""
+    """Collect the facts a reader needs to compare these figures with their own."""
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -148,7 +147,10 @@ def machine_description() -> dict[str, str]:
 
 
 def load_average() -> str:
-    """The 1, 5 and 15 minute load averages: other work skews every figure."""
+    """Return the 1, 5 and 15 minute load averages as text.
+
+    Other work on the machine skews every figure, so the run prints them.
+    """
     try:
         return " ".join(f"{value:.2f}" for value in os.getloadavg())
     except OSError:
@@ -156,7 +158,7 @@ def load_average() -> str:
 
 
 def _filesystem_of(path: Path) -> str:
-    """The type of the mount holding `path`, from /proc/mounts (longest match)."""
+    """Find the type of the mount holding `path` in /proc/mounts (longest match)."""
     best, kind = "", "unknown"
     try:
         resolved = str(path.resolve())
@@ -211,7 +213,7 @@ def read_store(root: Path) -> Iterator[sqlite3.Connection]:
 
 
 def percentile(values: list[float], fraction: float) -> float:
-    """The nearest-rank percentile of `values` (fraction in (0, 1])."""
+    """Return the nearest-rank percentile of `values` (fraction in (0, 1])."""
     if not values:
         raise BenchmarkError("no samples to take a percentile of")
     ordered = sorted(values)
@@ -228,8 +230,9 @@ def wait_until_finished(
 ) -> float:
     """Poll the store until `expected` tasks are SUCCESS; return the time it took.
 
-    Raises BenchmarkError if a node exits or `timeout_s` passes first, with
-    the counts seen so that a stuck run can be told from a slow one.
+    Raises BenchmarkError if a node exits or `timeout_s` passes first. The
+    error lists the tasks by status, which distinguishes a stuck run from a
+    slow one.
     """
     started = time.perf_counter()
     deadline = started + timeout_s
@@ -350,7 +353,7 @@ class NodeProcess:
         )
 
     def memory_kb(self, field: str) -> int:
-        """A `Vm*` field of /proc/<pid>/status (VmRSS now, VmHWM the peak), in kB."""
+        """Read a `Vm*` field of /proc/<pid>/status in kB (VmRSS now, VmHWM peak)."""
         self.check_alive()
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith(f"{field}:"):

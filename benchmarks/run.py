@@ -2,23 +2,23 @@
 
 Runs every benchmark on fresh roots in a temporary folder, prints the
 machine first and a table of results at the end. `--quick` runs the same
-benchmarks on about a tenth of the work, to check that they still run (the
-test suite does this); its figures are noisy and not worth quoting.
+benchmarks on about a tenth of the work, to check that they still run. The
+test suite runs it. Its figures are noisy and not worth quoting.
 
 The benchmarks, each in its own module:
 
 - `bench_submit.py`: submits through `Runtime.submit` in one process, and
   through one `relaymesh submit` process each, with the start-up split out;
-- `bench_drain.py`: a backlog drained by one node, by two nodes on one
-  root, by one node with 1, 4 and 16 workers, and by one node facing
-  backlogs of different sizes; the node's peak memory;
+- `bench_drain.py`: a queued backlog drained by one node, by two nodes on
+  one root, by 1, 4 or 16 workers, and backlogs of different sizes. It also
+  reads the node's peak memory;
 - `bench_latency.py`: created-to-finished time of tasks submitted one at a
   time to a running node, with the default poll interval and a short one.
 
 What the figures mean and what limits them is written up in
 `docs/performance.md`. A benchmark that cannot produce its figure (a node
-exits, a wait times out) stops the run with exit status 1 and the reason;
-the rows of the groups that finished before it are still printed.
+exits, a wait times out) stops the run with exit status 1 and the reason.
+The rows of the groups that finished before it are still printed.
 """
 
 from __future__ import annotations
@@ -74,10 +74,10 @@ FULL = Sizes(
 )
 QUICK = Sizes(
     runtime_submits=200,
-    cli_submits=5,
+    cli_submits=3,
     drain_tasks=200,
     backlogs=(50, 200),
-    latency_tasks=20,
+    latency_tasks=10,
     latency_rate_per_s=20,
     repeats=1,
 )
@@ -162,7 +162,7 @@ def _drain_and_memory(folder: Path, tasks: int) -> list[Result]:
 
 
 def merge_runs(runs: list[list[Result]]) -> list[Result]:
-    """One row per measurement: the median of the runs, with their range."""
+    """Merge repeated runs into one row per measurement: median and range."""
     if len(runs) == 1:
         return runs[0]
     merged = []

@@ -120,6 +120,8 @@ class Runtime:
     rng: random.Random = field(default_factory=random.Random)
     audit: AuditLog | None = None
     actor: str = "cli"  # the default actor of audit rows
+    # Settings given on the command line; they win over the file, on every reload.
+    overrides: dict = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -214,6 +216,8 @@ class Runtime:
         the new settings with the old policies in between.
         """
         settings, policies, agents = configuration
+        if self.overrides:
+            settings = settings.with_overrides(**self.overrides)
         changed = changed_fields(self.settings, settings)
         if agents.describe() != self.agents.describe():
             changed.append("agents/scripts.json")
@@ -558,7 +562,7 @@ class Runtime:
         """Delete finished tasks, old bus files and old conflict rows."""
         now = self.clock_ms()
         conflicts = self.store.purge_conflicts(
-            now - int(conflict_retention_days * DAY_MS), dry_run=dry_run
+            now - int(conflict_retention_days * DAY_MS), now, dry_run=dry_run
         )
         result: PurgeResult = self.store.purge(
             now,
@@ -570,11 +574,15 @@ class Runtime:
         files = self._old_bus_files(now, done_retention_days, dead_retention_days)
         meta_files = [self.layout.meta / f"{msg_id}.meta.json" for msg_id in result.msg_ids]
         old_files = files["done"] + files["dead"] + files["retry"]
-        deleted = result.tasks + result.idempotency_rows + conflicts + len(old_files)
+        reports = self._old_reports(now, conflict_retention_days)
+        deleted = (
+            result.tasks + result.idempotency_rows + conflicts + len(old_files) + len(reports)
+        )
         if not dry_run:
             _unlink_all([Path(path) for path in result.payload_paths])
             _unlink_all(meta_files)
             _unlink_all(old_files)
+            _unlink_all(reports)
         if deleted and not dry_run:
             self.record("storage.purge", "runtime/storage", "ok", details={
                 "tasks": result.tasks, "idempotency_rows": result.idempotency_rows,
@@ -592,6 +600,7 @@ class Runtime:
             "deadFilesPurged": len(files["dead"]),
             "retryFilesPurged": len(files["retry"]),
             "leaseConflictRowsPurged": conflicts,
+            "reportFilesPurged": len(reports),
         }
 
     def _old_bus_files(
@@ -612,6 +621,14 @@ class Runtime:
             "dead": older(self.layout.dead, dead_days),
             "retry": older(self.layout.retry, dead_days),
         }
+
+    def _old_reports(self, now_ms: int, days: float) -> list[Path]:
+        limit = (now_ms - days * DAY_MS) / 1000
+        return [
+            path
+            for path in self.layout.reports.glob("lease-conflicts-*.json")
+            if path.stat().st_mtime < limit
+        ]
 
     def export_task(self, task_id: str) -> dict:
         """Build a self-contained JSON snapshot of a task (format relaymesh.task-export.v1)."""
@@ -738,8 +755,11 @@ def _commit_row(outcome: StepOutcome, result: CommitResult) -> dict:
     """Build the audit row of one committed (or rejected) attempt outcome."""
     if result.committed:
         action, verdict = "step.execute", str(result.step_status).lower()
+    elif result.conflict:
+        action, verdict = "lease.conflict", result.message
     else:
-        action, verdict = "lease.conflict", result.message or "refused"
+        # Stopped by a cancel or a lost lease: the result was not wanted.
+        action, verdict = "step.stopped", result.message or str(outcome.outcome).lower()
     return dict(
         action=action,
         actor=f"worker:{outcome.worker_id}" if outcome.worker_id else "worker",

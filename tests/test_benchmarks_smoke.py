@@ -1,13 +1,14 @@
 """The benchmarks still run: `benchmarks/run.py --quick` exits 0 with a table.
 
-Nothing here looks at the figures; timings on a shared CI machine say
-nothing. What this catches is a benchmark broken by a change to the
+Nothing here looks at the figures, because timings on a shared CI machine
+prove nothing. What this catches is a benchmark broken by a change to the
 runtime, the CLI or the node (a renamed method, a column that moved, a node
 that no longer stops on SIGTERM).
 
-The run is a child process in its own session; if it overruns the timeout
-its whole process group (the nodes it started included) is killed and
-reaped before the test fails.
+The run is a child process in its own session. If it overruns the timeout,
+it gets SIGTERM, which it turns into an orderly exit that stops the nodes it
+started (they run in sessions of their own), then SIGKILL if that hangs. It
+is always reaped before the test ends.
 """
 
 from __future__ import annotations

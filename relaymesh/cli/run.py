@@ -93,9 +93,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 def run_node(args: argparse.Namespace, out: Output) -> int:
     runtime = open_runtime(args)
     if args.graceful_timeout_ms is not None:
-        runtime.settings = runtime.settings.with_overrides(
-            graceful_timeout_ms=args.graceful_timeout_ms
-        )
+        runtime.overrides["graceful_timeout_ms"] = args.graceful_timeout_ms
+        runtime.settings = runtime.settings.with_overrides(**runtime.overrides)
     node = Node(runtime, ThreadExecutor(), args.node_id, workers=args.workers,
                 address=socket.gethostname(),
                 settings_reload_ms=args.settings_reload_ms,

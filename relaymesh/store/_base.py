@@ -259,9 +259,10 @@ class StoreBase:
         else:
             db.execute(
                 "UPDATE tasks SET status = ?, result_payload = ?,"
-                " last_error = COALESCE(?, last_error), finished_at_ms = ?,"
-                " updated_at_ms = ? WHERE task_id = ?",
-                (new, result, error, finished, now_ms, task_id),
+                " last_error = CASE WHEN ? = 'SUCCESS' THEN NULL"
+                "   ELSE COALESCE(?, last_error) END,"
+                " finished_at_ms = ?, updated_at_ms = ? WHERE task_id = ?",
+                (new, result, new, error, finished, now_ms, task_id),
             )
         self._update_idempotency(db, task["idempotency_key"], task_id, new, result, now_ms)
         return new

@@ -136,14 +136,22 @@ class ConflictsMixin:
         events.sort(key=lambda item: item["occurredAtMs"], reverse=True)
         return events[:limit]
 
-    def purge_conflicts(self, before_ms: int, dry_run: bool = False) -> int:
+    def purge_conflicts(self, before_ms: int, now_ms: int, dry_run: bool = False) -> int:
+        """Delete conflict rows and settings history older than `before_ms`.
+
+        Report claims are kept for two days whatever the retention, so a
+        short retention never makes a node write the current hour again.
+        Returns the number of conflict rows deleted (or that would be).
+        """
         with self._read() as db:
             count = db.execute(
                 "SELECT COUNT(*) FROM lease_conflicts WHERE occurred_at_ms < ?", (before_ms,)
             ).fetchone()[0]
-        if not dry_run and count:
-            with self._tx() as db:
-                db.execute("DELETE FROM lease_conflicts WHERE occurred_at_ms < ?", (before_ms,))
-                db.execute("DELETE FROM report_runs WHERE created_at_ms < ?", (before_ms,))
-                db.execute("DELETE FROM settings_history WHERE loaded_at_ms < ?", (before_ms,))
+        if dry_run:
+            return count
+        claims_before = min(before_ms, now_ms - 2 * 24 * HOUR_MS)
+        with self._tx() as db:
+            db.execute("DELETE FROM lease_conflicts WHERE occurred_at_ms < ?", (before_ms,))
+            db.execute("DELETE FROM settings_history WHERE loaded_at_ms < ?", (before_ms,))
+            db.execute("DELETE FROM report_runs WHERE created_at_ms < ?", (claims_before,))
         return count

@@ -246,6 +246,10 @@ class LeaseMixin:
     def _refuse(
         self, db: sqlite3.Connection, outcome: StepOutcome, event_type: str, now_ms: int
     ) -> CommitResult:
+        status = db.execute(
+            "SELECT status FROM steps WHERE step_id = ?", (outcome.step_id,)
+        ).fetchone()
+        cancelled = status is not None and status["status"] == StepState.CANCELLED
         self._record_conflict(
             db,
             event_type,
@@ -265,8 +269,18 @@ class LeaseMixin:
             now_ms,
         )
         self._settle_message(db, outcome.step_id, outcome.lease_epoch, "DEAD", now_ms)
+        if cancelled:
+            return CommitResult(
+                outcome.step_id, False, None, None, "dead", message="step was cancelled"
+            )
         return CommitResult(
-            outcome.step_id, False, None, None, "dead", message="lease lost before commit"
+            outcome.step_id,
+            False,
+            None,
+            None,
+            "dead",
+            message="lease lost before commit",
+            conflict=True,
         )
 
     def _commit_success(

@@ -94,6 +94,15 @@ class OperationsMixin:
             f" AND status IN ({placeholders}) ORDER BY name",
             (task_id, *REPLAYABLE_STEP_STATES),
         ).fetchall()
+        if not steps:
+            # A soft-cancelled task whose running steps all finished: there is
+            # nothing left to run, and its results stand as they are.
+            return ReplayResult(
+                task_id,
+                False,
+                f"task is {task['status']} but has no dead-lettered or cancelled"
+                " steps to run again",
+            )
         db.execute(
             f"UPDATE steps SET status = 'PENDING', attempt = 0, is_enqueued = 0,"
             f" next_retry_at_ms = NULL, lease_owner = NULL, lease_token = NULL,"
@@ -169,11 +178,11 @@ class OperationsMixin:
                     db.execute(
                         "DELETE FROM step_attempts WHERE task_id = ?", (row["task_id"],)
                     )
-                    db.execute(
+                    result.idempotency_rows += db.execute(
                         "DELETE FROM idempotency WHERE result_ref = ?", (row["task_id"],)
-                    )
+                    ).rowcount
                 result.tasks = len(rows)
-                result.idempotency_rows = db.execute(
+                result.idempotency_rows += db.execute(
                     "DELETE FROM idempotency WHERE processed_at_ms IS NOT NULL"
                     " AND processed_at_ms < ?",
                     (now_ms - idempotency_ttl_ms,),

@@ -117,6 +117,7 @@ class CommitResult:
     envelopes: list[Envelope] = field(default_factory=list)
     next_retry_at_ms: int | None = None
     message: str = ""
+    conflict: bool = False  # a fenced write was rejected and recorded
 
 
 @dataclass(frozen=True)

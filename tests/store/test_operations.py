@@ -295,7 +295,7 @@ def test_purge_deletes_old_finished_tasks_with_their_rows_and_files(driver):
         "tasksPurged": 2,
         "payloadFilesPurged": 2,
         "metaFilesPurged": 4,
-        "idempotencyRowsPurged": 0,
+        "idempotencyRowsPurged": 2,  # the records of the two purged tasks
         "doneFilesPurged": 1,
         "deadFilesPurged": 1,
         "retryFilesPurged": 2,
