@@ -407,8 +407,8 @@ class Runtime:
         self.record_many([_commit_row(outcome, result) for outcome, result in zip(outcomes, results)])
         return results
 
-    def renew_leases(self, leases: list[LeaseRef]) -> list[LeaseRef]:
-        return self.store.renew_leases(leases, self.clock_ms())
+    def renew_leases(self, leases: list[LeaseRef], owner: str | None = None) -> list[LeaseRef]:
+        return self.store.renew_leases(leases, self.clock_ms(), owner)
 
     def release_leases(
         self, leases: list[LeaseRef], files: dict[str, Path]

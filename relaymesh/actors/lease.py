@@ -41,9 +41,10 @@ class RunningStep:
 
 
 class LeaseManager:
-    def __init__(self, runtime: Runtime, executor: Executor) -> None:
+    def __init__(self, runtime: Runtime, executor: Executor, owner: str | None = None) -> None:
         self.runtime = runtime
         self.executor = executor
+        self.owner = owner
         self.running: dict[str, RunningStep] = {}
         self._heartbeats_stopped = False
         self.heartbeats = 0
@@ -70,7 +71,7 @@ class LeaseManager:
         leases = [entry.lease for entry in self.running.values() if not entry.finished]
         if not leases:
             return []
-        lost = await self.executor.run(self.runtime.renew_leases, leases)
+        lost = await self.executor.run(self.runtime.renew_leases, leases, self.owner)
         self.heartbeats += 1
         for lease in lost:
             running = self.running.get(lease.step_id)

@@ -70,7 +70,7 @@ class Node:
     def __post_init__(self) -> None:
         self.runtime.actor = f"node:{self.node_id}"
         self.selector = TierSelector(self.runtime.settings.max_consecutive_high)
-        self.leases = LeaseManager(self.runtime, self.executor)
+        self.leases = LeaseManager(self.runtime, self.executor, self.node_id)
         self.slots = trio.Semaphore(self.workers)
 
     def statistics(self) -> NodeStatistics:

@@ -69,7 +69,7 @@ async def run_round(
         return summary
 
     assignment = claimed[0]
-    leases = LeaseManager(runtime, executor)
+    leases = LeaseManager(runtime, executor, node_id)
     running = leases.register(assignment.step)
     outcome = None
     async with trio.open_nursery() as nursery:

@@ -113,6 +113,10 @@ def run_dead_export(args: argparse.Namespace, out: Output) -> int:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(target, text.encode("utf-8"))
+    except (FileExistsError, NotADirectoryError):
+        raise ValidationError(
+            f"cannot write --out {target}: a part of its folder path is a file"
+        ) from None
     except OSError as error:
         raise ValidationError(f"cannot write --out {target}: {error.strerror}") from None
     document = {"exported": len(letters), "outputPath": str(target.resolve())}

@@ -65,5 +65,6 @@ def run_lease_report(args: argparse.Namespace, out: Output) -> int:
         raise ValidationError(f"--out {path} is a folder; give a file name")
     report = runtime.write_lease_report(path, args.hours, args.limit)
     document = {"generated": True, "path": str(path.resolve()), "rows": report["rows"]}
-    out.document(document, f"wrote {report['rows']} conflicts to {path}")
+    noun = "conflict" if report["rows"] == 1 else "conflicts"
+    out.document(document, f"wrote {report['rows']} {noun} to {path}")
     return 0

@@ -11,6 +11,7 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import trio
@@ -197,7 +198,10 @@ async def _demo_run(runtime: Runtime, workflow_file: Path, workers: int, timeout
     node = Node(runtime, executor, "demo-node", workers=workers)
     async with trio.open_nursery() as nursery:
         await nursery.start(_run_node_without_signals, node)
-        result = await executor.run(runtime.submit_workflow, workflow_file, None)
+        # Every demo run counts the files as they are now, so it must not be
+        # deduplicated against an earlier run on the same root.
+        key = f"demo-{uuid.uuid4().hex}"
+        result = await executor.run(runtime.submit_workflow, workflow_file, key)
         view = await _wait_for_task(runtime, executor, result.task_id, timeout_s)
         node.stop()
     return view

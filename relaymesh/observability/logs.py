@@ -24,10 +24,17 @@ def _format_value(value: object) -> str:
 
 
 def event(logger: logging.Logger, level: int, name: str, **fields: object) -> None:
-    """Log `name` with `fields` as key=value pairs, if `level` is enabled."""
+    """Log `name` with `fields` as key=value pairs, if `level` is enabled.
+
+    Fields whose value is None are left out.
+    """
     if not logger.isEnabledFor(level):
         return
-    pairs = " ".join(f"{key}={_format_value(value)}" for key, value in fields.items())
+    pairs = " ".join(
+        f"{key}={_format_value(value)}"
+        for key, value in fields.items()
+        if value is not None
+    )
     logger.log(level, f"{name} {pairs}" if pairs else name)
 
 

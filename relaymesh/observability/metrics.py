@@ -285,7 +285,7 @@ METRICS: tuple[MetricDefinition, ...] = (
     ),
     _counter(
         "relaymesh_tasks_replayed_total", "tasks_replayed_total",
-        "Dead-lettered tasks sent back to the queue by replay.",
+        "Dead-lettered or cancelled tasks sent back to the queue by replay.",
     ),
     _gauge(
         "relaymesh_tasks", "Tasks by current status.", "`tasks` rows",

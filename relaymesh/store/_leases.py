@@ -161,7 +161,9 @@ class LeaseMixin:
 
     # Heartbeats ----------------------------------------------------------
 
-    def renew_leases(self, leases: Iterable[LeaseRef], now_ms: int) -> list[LeaseRef]:
+    def renew_leases(
+        self, leases: Iterable[LeaseRef], now_ms: int, owner: str | None = None
+    ) -> list[LeaseRef]:
         """Renew every lease in one transaction; return the ones that were lost."""
         lost = []
         with self._tx() as db:
@@ -179,6 +181,8 @@ class LeaseMixin:
                         "heartbeat_conflict",
                         lease.step_id,
                         now_ms,
+                        worker_id=owner,
+                        expected_owner=owner,
                         expected_status=StepState.RUNNING,
                         expected_token=lease.lease_token,
                         expected_epoch=lease.lease_epoch,
