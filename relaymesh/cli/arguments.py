@@ -4,6 +4,7 @@ checks that argparse calls, each with an error that names what is allowed."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from typing import NoReturn
 
@@ -12,8 +13,24 @@ class ArgumentParser(argparse.ArgumentParser):
     """An argparse parser whose usage errors are one line on stderr, status 2."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        hint = f"see '{self.prog} --help'"
+        if "invalid choice" in message and self._subparsers is not None:
+            hint = self._choice_hint(message) or hint
+        sys.stderr.write(f"{self.prog}: error: {message} ({hint})\n")
         raise SystemExit(2)
+
+    def _choice_hint(self, message: str) -> str | None:
+        """Suggest the nearest command, or say where options belong."""
+        chosen = message.split("'")[1] if "'" in message else ""
+        if chosen.startswith("-") or "/" in chosen:
+            return "options come after the command: relaymesh COMMAND [OPTIONS]"
+        commands = [
+            name
+            for action in self._subparsers._group_actions
+            for name in getattr(action, "choices", {}) or {}
+        ]
+        nearest = difflib.get_close_matches(chosen, commands, n=1)
+        return f"did you mean '{nearest[0]}'?" if nearest else None
 
 
 def integer_in(minimum: int, maximum: int | None = None):

@@ -18,6 +18,9 @@ def build_parser() -> ArgumentParser:
         prog="relaymesh",
         description="Reliable jobs for heterogeneous agents on SQLite and a folder.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"relaymesh {_version()}"
+    )
     common = ArgumentParser(add_help=False)
     add_common(common)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND",
@@ -60,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("relaymesh")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:

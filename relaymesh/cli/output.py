@@ -35,14 +35,23 @@ class Output:
         if self.json:
             print(json.dumps(value, indent=2, ensure_ascii=False))
             return
+        if not value:
+            print(f"(no {title or 'rows'})")
+            return
         from rich.console import Console
         from rich.table import Table
 
         table = Table(title=title)
         for column in columns:
-            table.add_column(column)
+            # Ids keep their full width so that they can be copied into the
+            # next command; other long values fold over lines, never cut.
+            widest = max(len(_cell(column, record.get(column))) for record in value)
+            is_id = column.endswith("Id") or column == "step"
+            table.add_column(
+                column, overflow="fold", min_width=widest if is_id else None
+            )
         for record in value:
-            table.add_row(*(_cell(record.get(column)) for column in columns))
+            table.add_row(*(_cell(column, record.get(column)) for column in columns))
         Console().print(table)
 
     def lines(self, value: object, lines: Iterable[str]) -> None:
@@ -53,10 +62,20 @@ class Output:
                 print(line)
 
 
-def _cell(value: object) -> str:
+def _cell(column: str, value: object) -> str:
     if value is None:
         return ""
+    if column.endswith("AtMs") and isinstance(value, int) and value > 0:
+        return _local_time(value)
     if isinstance(value, (list, tuple)):
         return ", ".join(str(item) for item in value)
     text = str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _local_time(epoch_ms: int) -> str:
+    """Format epoch milliseconds as local time, to the millisecond."""
+    import time
+
+    seconds, millis = divmod(epoch_ms, 1000)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{millis:03d}"

@@ -57,6 +57,11 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "task", parents=[common], help="show a task with its steps and attempts"
     )
     parser.add_argument("task_id")
+    parser.add_argument(
+        "--output", metavar="STEP",
+        help="print only the raw output of this step (its id in the workflow,"
+        " or 'main' for a task made by submit)",
+    )
     parser.set_defaults(handler=run_task)
 
     parser = commands.add_parser("tasks", parents=[common], help="list tasks")
@@ -171,6 +176,19 @@ def _require_task(runtime: Runtime, task_id: str) -> dict:
 
 def run_task(args: argparse.Namespace, out: Output) -> int:
     view = _require_task(open_runtime(args), args.task_id)
+    if args.output is not None:
+        names = [step["name"] for step in view["steps"]]
+        step = next((step for step in view["steps"] if step["name"] == args.output), None)
+        if step is None:
+            raise NotFoundError(
+                f"task {args.task_id} has no step {args.output!r} (steps: {', '.join(names)})"
+            )
+        if step["resultPayload"] is None:
+            raise NotFoundError(
+                f"step {args.output!r} has no output yet (it is {step['status']})"
+            )
+        print(step["resultPayload"])
+        return 0
     if out.json:
         out.document(view)
         return 0
@@ -179,6 +197,8 @@ def run_task(args: argparse.Namespace, out: Output) -> int:
         print(f"last error: {view['lastError']}")
     if view["resultPayload"] is not None:
         print(f"result: {view['resultPayload'][:2000]}")
+    out.rows(view["steps"], ["name", "agentId", "status", "attempt", "dependsOn",
+                             "blockedBy", "lastError"], title="steps")
     rows = [
         {
             "step": step["name"],
@@ -249,8 +269,11 @@ def run_health(args: argparse.Namespace, out: Output) -> int:
     report = open_runtime(args).health(args.node_id)
     lines = [f"{'ok' if report['ok'] else 'UNHEALTHY'}"]
     for name, check in report["checks"].items():
-        facts = ", ".join(f"{key} {value}" for key, value in check.items() if key != "ok")
-        lines.append(f"  {name}: {'ok' if check['ok'] else 'FAIL'}  {facts}")
+        facts = ", ".join(
+            f"{key} {value}" for key, value in check.items() if key != "ok" and value != []
+        )
+        verdict = "ok" if check["ok"] else "FAIL"
+        lines.append(f"  {name}: {verdict}  {facts}".rstrip())
     out.lines(report, lines)
     return 0 if report["ok"] else 1
 
