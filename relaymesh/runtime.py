@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relaymesh.agents.orphans import stop_attempt_processes
-from relaymesh.agents.policies import RetryPolicies
+from relaymesh.agents.policies import RetryPolicies, RetryPolicy
 from relaymesh.agents.registry import AgentRegistry
 from relaymesh.bus import ClaimedFile, FileBus, msg_id_from_file_name, write_atomically
-from relaymesh.config import Settings, changed_fields, load_settings
+from relaymesh.agents.builtin import builtin_agents
+from relaymesh.config import DEFAULT_SETTINGS, Settings, changed_fields, load_settings
 from relaymesh.errors import NotFoundError, ValidationError
 from relaymesh.faults import crash_point
 from relaymesh.observability.audit import AuditLog
@@ -122,6 +123,8 @@ class Runtime:
     actor: str = "cli"  # the default actor of audit rows
     # Settings given on the command line; they win over the file, on every reload.
     overrides: dict = field(default_factory=dict)
+    # Problems with the configuration files of a root opened leniently.
+    configuration_errors: list[str] = field(default_factory=list)
 
     @classmethod
     def open(
@@ -131,8 +134,16 @@ class Runtime:
         clock_ms: Callable[[], int] = wall_clock_ms,
         rng: random.Random | None = None,
         must_exist: bool = False,
+        lenient: bool = False,
     ) -> Runtime:
-        """Open (and create, unless `must_exist`) the root at `root`."""
+        """Open (and create, unless `must_exist`) the root at `root`.
+
+        An invalid settings, script agent or retry policy file raises
+        ValidationError, unless `lenient`: then the defaults stand in for
+        the invalid file and `configuration_errors` says what was wrong.
+        Read-only commands open leniently, so that a typo in a settings file
+        does not hide the state of the root from the operator fixing it.
+        """
         layout = RootLayout(root)
         if root.exists() and not root.is_dir():
             raise ValidationError(f"--root {root} is a file; a root must be a folder")
@@ -140,15 +151,34 @@ class Runtime:
             raise NotFoundError(
                 f"no RelayMesh root at {root} (run 'relaymesh init --root {root}' first)"
             )
-        settings = load_settings(layout.settings_file)
-        agents = AgentRegistry.load(layout)
-        policies = RetryPolicies.load(layout.retry_policies_file, settings)
-        policies.validate_agent_ids(agents.ids())
+        errors: list[str] = []
+
+        def load(loader, fallback):
+            if not lenient:
+                return loader()
+            try:
+                return loader()
+            except ValidationError as error:
+                errors.append(str(error))
+                return fallback()
+
+        settings = load(lambda: load_settings(layout.settings_file), lambda: DEFAULT_SETTINGS)
+        agents = load(
+            lambda: AgentRegistry.load(layout), lambda: AgentRegistry(builtin_agents())
+        )
+        policies = load(
+            lambda: RetryPolicies.load(layout.retry_policies_file, settings),
+            lambda: RetryPolicies(
+                RetryPolicy.from_settings(settings), source="defaults"
+            ),
+        )
+        load(lambda: policies.validate_agent_ids(agents.ids()), lambda: None)
         layout.ensure()
         rng = rng or random.Random()
         store = Store(layout.database, IdGenerator(rng if rng is not None else None))
         store.initialize()
         runtime = cls(layout, settings, store, FileBus(layout), agents, policies, clock_ms, rng)
+        runtime.configuration_errors = errors
         runtime.audit = AuditLog(
             layout.audit,
             max_bytes=settings.audit_max_bytes,
@@ -692,6 +722,11 @@ class Runtime:
             checks["store"] = {"ok": True}
         except Exception as error:  # any failure to read means unhealthy
             checks["store"] = {"ok": False, "error": str(error)}
+
+        checks["configuration"] = {
+            "ok": not self.configuration_errors,
+            "errors": self.configuration_errors,
+        }
 
         missing = [str(folder) for folder in self.layout.folders() if not folder.is_dir()]
         checks["folders"] = {"ok": not missing, "missing": missing}

@@ -101,7 +101,7 @@ def run_replay_batch(args: argparse.Namespace, out: Output) -> int:
 
 
 def run_dead_export(args: argparse.Namespace, out: Output) -> int:
-    runtime = open_runtime(args)
+    runtime = open_runtime(args, read_only=True)
     letters = runtime.store.dead_letters(args.limit)
     text = json.dumps(letters, indent=2, ensure_ascii=False) + "\n"
     if args.out == "-":

@@ -42,7 +42,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 
 
 def run_lease_conflicts(args: argparse.Namespace, out: Output) -> int:
-    runtime = open_runtime(args)
+    runtime = open_runtime(args, read_only=True)
     since = runtime.clock_ms() - args.since_hours * HOUR_MS
     rows = runtime.store.lease_conflicts(since, args.limit)
     out.rows(rows, ["occurredAtMs", "eventType", "stepId", "workerId", "expectedLeaseEpoch",
@@ -51,7 +51,7 @@ def run_lease_conflicts(args: argparse.Namespace, out: Output) -> int:
 
 
 def run_ownership_events(args: argparse.Namespace, out: Output) -> int:
-    runtime = open_runtime(args)
+    runtime = open_runtime(args, read_only=True)
     since = runtime.clock_ms() - args.since_hours * HOUR_MS
     rows = runtime.store.ownership_events(since, args.limit)
     out.rows(rows, ["occurredAtMs", "action", "nodeId", "stepId", "leaseEpoch", "source"])

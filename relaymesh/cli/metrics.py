@@ -68,7 +68,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 
 
 def run_metrics(args: argparse.Namespace, out: Output) -> int:
-    runtime = open_runtime(args)
+    runtime = open_runtime(args, read_only=True)
     try:
         exposition = render_exposition(runtime)
     finally:
@@ -111,7 +111,7 @@ async def _serve_until_signal(runtime: Runtime, host: str, port: int) -> None:
 
 
 def run_serve_metrics(args: argparse.Namespace, out: Output) -> int:
-    runtime = open_runtime(args)
+    runtime = open_runtime(args, read_only=True)
     try:
         trio.run(_serve_until_signal, runtime, args.host, args.port)
     finally:

@@ -169,6 +169,6 @@ def _record_rejected_reload(args: argparse.Namespace, error: ValidationError) ->
 
 
 def run_settings_history(args: argparse.Namespace, out: Output) -> int:
-    rows = open_runtime(args).store.settings_history(args.limit)
+    rows = open_runtime(args, read_only=True).store.settings_history(args.limit)
     out.rows(rows, ["loadedAtMs", "nodeId", "trigger", "result", "changedFields", "error"])
     return 0

@@ -101,7 +101,7 @@ def run_init(args: argparse.Namespace, out: Output) -> int:
 
 
 def run_agents(args: argparse.Namespace, out: Output) -> int:
-    runtime = open_runtime(args)
+    runtime = open_runtime(args, read_only=True)
     out.rows(runtime.agents.describe(), ["agentId", "kind", "command", "timeoutMs"])
     return 0
 
@@ -175,7 +175,7 @@ def _require_task(runtime: Runtime, task_id: str) -> dict:
 
 
 def run_task(args: argparse.Namespace, out: Output) -> int:
-    view = _require_task(open_runtime(args), args.task_id)
+    view = _require_task(open_runtime(args, read_only=True), args.task_id)
     if args.output is not None:
         names = [step["name"] for step in view["steps"]]
         step = next((step for step in view["steps"] if step["name"] == args.output), None)
@@ -219,14 +219,14 @@ def run_task(args: argparse.Namespace, out: Output) -> int:
 
 
 def run_tasks(args: argparse.Namespace, out: Output) -> int:
-    runtime = open_runtime(args)
+    runtime = open_runtime(args, read_only=True)
     rows = runtime.store.list_tasks(args.status, args.limit, args.offset)
     out.rows(rows, ["taskId", "kind", "status", "lastError", "updatedAtMs"])
     return 0
 
 
 def run_workflow(args: argparse.Namespace, out: Output) -> int:
-    view = _require_task(open_runtime(args), args.task_id)
+    view = _require_task(open_runtime(args, read_only=True), args.task_id)
     steps = [
         {key: step[key] for key in (
             "stepId", "name", "agentId", "status", "attempt", "priority", "enqueued",
@@ -252,7 +252,7 @@ def run_workflow(args: argparse.Namespace, out: Output) -> int:
 
 
 def run_stats(args: argparse.Namespace, out: Output) -> int:
-    stats = open_runtime(args).stats()
+    stats = open_runtime(args, read_only=True).stats()
     if out.json:
         out.document(stats)
         return 0
@@ -266,7 +266,7 @@ def run_stats(args: argparse.Namespace, out: Output) -> int:
 
 
 def run_health(args: argparse.Namespace, out: Output) -> int:
-    report = open_runtime(args).health(args.node_id)
+    report = open_runtime(args, read_only=True).health(args.node_id)
     lines = [f"{'ok' if report['ok'] else 'UNHEALTHY'}"]
     for name, check in report["checks"].items():
         facts = ", ".join(
@@ -279,7 +279,7 @@ def run_health(args: argparse.Namespace, out: Output) -> int:
 
 
 def run_members(args: argparse.Namespace, out: Output) -> int:
-    runtime = open_runtime(args)
+    runtime = open_runtime(args, read_only=True)
     out.rows(runtime.store.members(), ["nodeId", "status", "pid", "lastHeartbeatMs",
                                        "incarnation"])
     return 0
