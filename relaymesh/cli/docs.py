@@ -78,8 +78,10 @@ The options belong to the command, so they come after its name:
 Every command except `audit-tail`, `audit-query` and `audit-verify` reads
 `relaymesh-settings.json`, `agents/scripts.json` and
 `agents/retry-policies.json` when it opens the root. An invalid file stops
-those commands with exit status 2 and a message naming the file and the
-key. The three audit commands only read the audit log.
+the commands that change the root with exit status 2 and a message naming
+the file and the key. Read-only commands print that message as a warning
+and use the defaults for the invalid file; `health` also fails its
+`configuration` check. The three audit commands only read the audit log.
 
 ## Output
 
