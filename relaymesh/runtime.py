@@ -75,6 +75,9 @@ class TierSelector:
         self.cursor = 0
         self.consecutive_high = 0
         self.forced_low_claims = 0
+        # Inbox listings reused across claims (see Runtime._inbox_listings).
+        self.listings: dict[str, deque[str]] = {}
+        self.listed_at_ms: dict[str, int] = {}
 
     def choose(self, nonempty: set[str]) -> str | None:
         if self.consecutive_high >= self.max_consecutive_high and "low" in nonempty:
@@ -386,7 +389,7 @@ class Runtime:
         self, selector: TierSelector, count: int, owner: str, worker_id: str
     ) -> list[Assignment]:
         """Claim up to `count` messages in tier order and lease their steps."""
-        listings = {tier: deque(self.bus.list_tier(tier)) for tier in PRIORITIES}
+        listings = self._inbox_listings(selector)
         files: list[ClaimedFile] = []
         forced_before = selector.forced_low_claims
         while len(files) < count:
@@ -415,6 +418,25 @@ class Runtime:
                   "claim.rejected", msg_id=rejection.msg_id, reason=rejection.reason,
                   file=rejection.file_path.name)
         return [self._assignment(step) for step in steps]
+
+    def _inbox_listings(self, selector: TierSelector) -> dict[str, deque[str]]:
+        """The selector's cached inbox listings, listed again when stale.
+
+        Listing and sorting a tier costs time in proportion to its length
+        (about 15 ms for 8,000 files), so a busy node reuses one listing for
+        many claims. A listing is redone when it runs dry or is older than
+        `pollIntervalMs`, which bounds how long a newly queued message can go
+        unseen; entries another node took meanwhile just fail to rename.
+        """
+        now = self.clock_ms()
+        cache = selector.listings
+        max_age_ms = self.settings.poll_interval_ms
+        for tier in PRIORITIES:
+            listed_at = selector.listed_at_ms.get(tier)
+            if tier not in cache or not cache[tier] or now - listed_at >= max_age_ms:
+                cache[tier] = deque(self.bus.list_tier(tier))
+                selector.listed_at_ms[tier] = now
+        return cache
 
     def _assignment(self, step: ClaimedStep) -> Assignment:
         try:
