@@ -22,7 +22,9 @@ claimer never sees a half-written envelope.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,11 @@ from relaymesh.paths import PRIORITIES, RootLayout
 
 __all__ = ["Envelope", "ClaimedFile", "FileBus", "utc_date"]
 
+log = logging.getLogger("relaymesh.bus")
+
 ENVELOPE_SUFFIX = ".meta.json"
+# Envelopes are a few hundred bytes; anything larger is not one of ours.
+MAX_ENVELOPE_BYTES = 64 * 1024
 ENVELOPE_FIELDS = (
     "msgId",
     "taskId",
@@ -89,6 +95,8 @@ class Envelope:
             raise ValidationError(f"envelope {source} is not valid JSON: {error}")
         except RecursionError:
             raise ValidationError(f"envelope {source} is nested too deeply") from None
+        except ValueError as error:
+            raise ValidationError(f"envelope {source} is not valid JSON: {error}") from None
         if not isinstance(document, dict):
             raise ValidationError(f"envelope {source} must be a JSON object")
         missing = [field for field in ENVELOPE_FIELDS if field not in document]
@@ -116,6 +124,30 @@ class Envelope:
             payload_path=str(document["payloadPath"]),
             attempt=document["attempt"],
         )
+
+
+def _read_envelope_file(path: Path) -> str:
+    """Read a claimed envelope safely, and touch it for the sweeper.
+
+    O_NOFOLLOW refuses a symbolic link, O_NONBLOCK keeps a FIFO from
+    blocking the open, and the size check keeps a huge file out of memory.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValidationError(f"envelope {path} is not a regular file")
+        if info.st_size > MAX_ENVELOPE_BYTES:
+            raise ValidationError(
+                f"envelope {path} is {info.st_size} bytes; envelopes are at most"
+                f" {MAX_ENVELOPE_BYTES}"
+            )
+        # The sweeper judges how long a file sat in processing/ by its mtime.
+        os.utime(descriptor)
+        data = os.read(descriptor, MAX_ENVELOPE_BYTES + 1)
+    finally:
+        os.close(descriptor)
+    return data.decode("utf-8")
 
 
 def msg_id_from_file_name(name: str) -> str | None:
@@ -178,7 +210,12 @@ class FileBus:
         return names
 
     def claim(self, priority: str, name: str, owner: str) -> ClaimedFile | None:
-        """Move one inbox entry into `processing/<owner>/`; None if it was taken."""
+        """Move one inbox entry into `processing/<owner>/`; None if it was taken.
+
+        The entry is read without following links, without blocking and up
+        to `MAX_ENVELOPE_BYTES`: anything but a small regular file (a link,
+        a FIFO, a folder, a huge file) comes back unparsed, to go to dead/.
+        """
         source = self.layout.inbox_tier(priority) / name
         folder = self.layout.processing_for(owner)
         target = folder / name
@@ -189,10 +226,12 @@ class FileBus:
                 folder.mkdir(parents=True, exist_ok=True)
                 return self.claim(priority, name, owner)
             return None
-        # The sweeper judges how long a file sat in processing/ by its mtime.
-        os.utime(target)
+        except OSError as error:  # a folder over a file name, say
+            log.warning("bus entry %s cannot be claimed: %s", source, error)
+            return None
         try:
-            envelope = Envelope.from_json(target.read_text(), str(target))
+            text = _read_envelope_file(target)
+            envelope = Envelope.from_json(text, str(target))
         except (ValidationError, OSError, UnicodeDecodeError) as error:
             return ClaimedFile(target, owner, priority, None, str(error))
         return ClaimedFile(target, owner, priority, envelope)
@@ -209,11 +248,16 @@ class FileBus:
             folder = self.layout.dead
         else:
             raise ValueError(f"unknown bus destination {destination!r}")
-        folder.mkdir(parents=True, exist_ok=True)
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             os.replace(path, folder / path.name)
         except FileNotFoundError:
             pass
+        except OSError as error:
+            # A hostile or broken entry (a folder of the same name in the
+            # destination, say) must not stop the caller: it stays where it
+            # is, and the next sweep tries again.
+            log.warning("bus entry %s cannot be moved to %s: %s", path, folder, error)
 
     def discard(self, path: Path) -> None:
         """Delete a processing entry whose message needs no record (stale copy)."""
@@ -221,12 +265,16 @@ class FileBus:
             os.unlink(path)
         except FileNotFoundError:
             pass
+        except OSError as error:
+            log.warning("bus entry %s cannot be deleted: %s", path, error)
 
     def return_to_inbox(self, path: Path, priority: str) -> None:
         try:
             os.replace(path, self.layout.inbox_tier(priority) / path.name)
         except FileNotFoundError:
             pass
+        except OSError as error:
+            log.warning("bus entry %s cannot be returned to the inbox: %s", path, error)
 
     # Inspection --------------------------------------------------------
 
@@ -263,7 +311,7 @@ class FileBus:
                 if entry.name.startswith(".") or not entry.name.endswith(ENVELOPE_SUFFIX):
                     continue
                 try:
-                    mtime = entry.stat().st_mtime
+                    mtime = entry.stat(follow_symlinks=False).st_mtime
                 except FileNotFoundError:
                     continue
                 entries.append((owner.name, Path(entry.path), mtime))

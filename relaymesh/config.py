@@ -616,6 +616,8 @@ def read_json_config(path: Path) -> object:
         ) from error
     except RecursionError:
         raise ValidationError(f"invalid JSON in {path}: nested too deeply") from None
+    except ValueError as error:  # an integer of more than 4300 digits, say
+        raise ValidationError(f"invalid JSON in {path}: {error}") from None
 
 
 def load_settings(path: Path) -> Settings:

@@ -371,7 +371,7 @@ class Runtime:
                     details={"status": result.status, "idempotency_key": key})
 
     def _check_payload_size(self, text: str, what: str) -> None:
-        size = len(text.encode("utf-8"))
+        size = len(_utf8(text, what))
         limit = self.settings.payload_max_bytes
         if size > limit:
             raise ValidationError(
@@ -850,7 +850,18 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _utf8(text: str, what: str) -> bytes:
+    """Encode `text`; text from the command line may hold undecodable bytes."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            f"{what} is not valid UTF-8 text (it holds bytes that are not UTF-8)"
+        ) from None
+
+
 def _check_key(key: str) -> None:
+    _utf8(key, "idempotency key")
     if not key or len(key) > 256:
         raise ValidationError(
             f"idempotency key must be 1-256 characters (got {len(key)})"

@@ -57,6 +57,8 @@ def load_workflow_file(path: Path) -> object:
         ) from None
     except RecursionError:
         raise ValidationError(f"workflow file {path} is nested too deeply") from None
+    except ValueError as error:  # an integer of more than 4300 digits, say
+        raise ValidationError(f"workflow file {path} is not valid JSON: {error}") from None
 
 
 def _unique_keys(path: Path):

@@ -10,6 +10,7 @@ the commit queued new work (unlocked successors).
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 import trio
 
@@ -21,6 +22,9 @@ from relaymesh.runtime import Runtime
 from relaymesh.store import StepOutcome
 
 log = logging.getLogger("relaymesh.commit")
+
+COMMIT_ATTEMPTS = 3
+COMMIT_RETRY_DELAY_S = 1.0
 
 
 async def committer_loop(
@@ -52,14 +56,30 @@ async def commit_batch(
 ) -> None:
     """Commit one batch; on a store error, log it and let the leases expire.
 
-    The outcomes are lost from memory in that case, so their steps are
-    reclaimed after the lease timeout and run again: at-least-once holds.
+    A store error is retried a few times. If it persists, the outcomes are
+    dropped from memory and their leases are no longer renewed, so the
+    reclaimer (of this node or another) takes the steps back after the
+    lease timeout and they run again: at-least-once holds.
     """
-    try:
-        results = await executor.run(runtime.commit_outcomes, batch)
-    except Exception:
-        log.exception("commit of %d outcomes failed; their leases will expire", len(batch))
-        return
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            results = await executor.run(runtime.commit_outcomes, batch)
+            break
+        except sqlite3.Error:
+            # The transaction rolled back as a whole, so trying it again is safe.
+            if attempt == COMMIT_ATTEMPTS:
+                log.exception(
+                    "commit of %d outcomes failed %d times; their leases will expire"
+                    " and the steps will be reclaimed",
+                    len(batch),
+                    attempt,
+                )
+                return
+            log.warning("commit of %d outcomes failed; retrying", len(batch))
+            await trio.sleep(COMMIT_RETRY_DELAY_S * attempt)
+        except Exception:
+            log.exception("commit of %d outcomes failed; their leases will expire", len(batch))
+            return
     for outcome, result in zip(batch, results):
         level = logging.INFO if result.committed else logging.WARNING
         event(log, level, "step.committed" if result.committed else "step.refused",

@@ -88,8 +88,15 @@ class LeaseManager:
         """Renew every `leaseHeartbeatMs` (read live) until `release_all`."""
         while not self._heartbeats_stopped:
             await trio.sleep(self.runtime.settings.lease_heartbeat_ms / 1000)
-            if not self._heartbeats_stopped:
+            if self._heartbeats_stopped:
+                break
+            try:
                 await self.renew_once()
+            except Exception:
+                # The store is busy or failing: try again on the next beat.
+                # The leases stay valid until leaseTimeoutMs after the last
+                # renewal that did land.
+                log.exception("lease renewal failed; trying again next heartbeat")
 
     async def release_all(self) -> int:
         """Stop heartbeats, hand every running step back, cancel its agent."""

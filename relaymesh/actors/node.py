@@ -136,7 +136,7 @@ class Node:
                 service.start_soon(self.leases.run)
                 service.start_soon(
                     reclaimer_loop, self.runtime, self.executor, self.node_id,
-                    self.runtime.clock_ms,
+                    self.runtime.clock_ms, lambda: set(self.leases.running),
                 )
                 service.start_soon(
                     maintenance_loop, self.runtime, self.executor, self.node_id,
@@ -227,7 +227,10 @@ class Node:
         ]
         if own:
             await self.executor.run(runtime.reclaim_leases, own, "owner restarted")
-        await self.executor.run(runtime.sweep, self.node_id)
+        try:
+            await self.executor.run(runtime.sweep, self.node_id)
+        except Exception:  # a broken bus entry must not keep the node down
+            log.exception("start-up sweep failed; the periodic sweep tries again")
         await self.executor.run(runtime.cleanup_idempotency)
         await record_startup_settings(runtime, self.executor, self.node_id)
 

@@ -87,16 +87,30 @@ async def reclaimer_loop(
     executor: Executor,
     node_id: str,
     wall_clock_ms: Callable[[], int],
+    live_step_ids: Callable[[], set[str]],
 ) -> None:
-    """Reclaim expired leases of other owners, every heartbeat period."""
+    """Reclaim expired leases every heartbeat period.
+
+    Every lease is watched except those this node is renewing right now
+    (`live_step_ids`). A lease of this node that it no longer renews (its
+    commit failed, or a claim went wrong after the store had recorded it) is
+    an orphan like any other and is reclaimed once it expires, so a single
+    node on a root cannot strand a step.
+    """
     judge = ExpiryJudge(runtime.settings.lease_timeout_ms, runtime.settings.lease_heartbeat_ms)
     while True:
         settings = runtime.settings
         await trio.sleep(settings.lease_heartbeat_ms / 1000)
         judge.retime(settings.lease_timeout_ms, settings.lease_heartbeat_ms)
         try:
-            leases = await executor.run(runtime.store.running_leases, node_id)
-            expired = judge.expired(leases, trio.current_time(), wall_clock_ms())
+            leases = await executor.run(runtime.store.running_leases)
+            live = live_step_ids()
+            watched = [
+                lease
+                for lease in leases
+                if not (lease.lease_owner == node_id and lease.step_id in live)
+            ]
+            expired = judge.expired(watched, trio.current_time(), wall_clock_ms())
             if expired:
                 batch = expired[: settings.retry_dispatch_limit]
                 await executor.run(runtime.reclaim_leases, batch, "lease expired")

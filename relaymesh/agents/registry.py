@@ -76,6 +76,8 @@ def load_script_specs(layout: RootLayout) -> list[ScriptSpec]:
         ) from None
     except RecursionError:
         raise ValidationError(f"{path}: JSON is nested too deeply") from None
+    except ValueError as error:  # an integer of more than 4300 digits, say
+        raise ValidationError(f"{path}: invalid JSON: {error}") from None
 
     if not isinstance(document, dict) or set(document) != {"agents"}:
         if isinstance(document, dict):

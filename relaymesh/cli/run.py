@@ -26,14 +26,16 @@ from relaymesh.executor import ThreadExecutor
 from relaymesh.fsm import TERMINAL_TASK_STATES
 from relaymesh.runtime import Runtime, TierSelector
 
-NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# The id names a folder under processing/, so it must not be "." or "..".
+NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "workflows" / "line-count"
 
 
 def node_id(text: str) -> str:
     if not NODE_ID_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a valid node id: use 1-64 letters, digits, '_', '.', '-'"
+            f"{text!r} is not a valid node id: use 1-64 letters, digits, '_', '.',"
+            " '-', starting with a letter, digit or '_'"
         )
     return text
 

@@ -118,6 +118,8 @@ def _read_input(args: argparse.Namespace) -> str:
             raise ValidationError(f"--payload is not valid JSON: {error}") from None
         except RecursionError:
             raise ValidationError("--payload is nested too deeply") from None
+        except ValueError as error:
+            raise ValidationError(f"--payload is not valid JSON: {error}") from None
         return args.payload
     if args.input_file == "-":
         data = sys.stdin.buffer.read()

@@ -165,17 +165,31 @@ class StoreBase:
         task_id: str,
         now_ms: int,
         parent_span_id: str | None = None,
+        after_step_id: str | None = None,
     ) -> list[Envelope]:
-        """Enqueue every step of the task whose dependencies all succeeded."""
-        ready = db.execute(
-            "SELECT * FROM steps AS s WHERE s.task_id = ? AND s.status = 'PENDING'"
+        """Enqueue every step of the task whose dependencies all succeeded.
+
+        With `after_step_id`, only that step's direct dependants are looked
+        at: a success can unlock nothing else, and a workflow of thousands
+        of steps would otherwise be scanned on every commit.
+        """
+        unlocked = (
+            "SELECT * FROM steps AS s WHERE s.status = 'PENDING'"
             " AND s.is_enqueued = 0 AND s.blocked_by IS NULL"
             " AND NOT EXISTS (SELECT 1 FROM step_dependencies AS d"
             "   JOIN steps AS dep ON dep.step_id = d.depends_on_step_id"
             "   WHERE d.step_id = s.step_id AND dep.status != 'SUCCESS')"
-            " ORDER BY s.step_id",
-            (task_id,),
-        ).fetchall()
+        )
+        if after_step_id is None:
+            ready = db.execute(
+                unlocked + " AND s.task_id = ? ORDER BY s.step_id", (task_id,)
+            ).fetchall()
+        else:
+            ready = db.execute(
+                unlocked + " AND s.step_id IN (SELECT step_id FROM step_dependencies"
+                " WHERE depends_on_step_id = ?) ORDER BY s.step_id",
+                (after_step_id,),
+            ).fetchall()
         envelopes = []
         for step in ready:
             db.execute(
@@ -225,14 +239,14 @@ class StoreBase:
             "SELECT status, kind, idempotency_key FROM tasks WHERE task_id = ?",
             (task_id,),
         ).fetchone()
-        steps = db.execute(
-            "SELECT name, status, result_payload FROM steps WHERE task_id = ?"
-            " ORDER BY name",
-            (task_id,),
+        # The distinct states are enough to derive the task's; the index on
+        # (task_id, status) keeps this cheap for a workflow of many steps.
+        states = db.execute(
+            "SELECT DISTINCT status FROM steps WHERE task_id = ?", (task_id,)
         ).fetchall()
         current = TaskState(task["status"])
         new = derive_task_state(
-            current, [StepState(row["status"]) for row in steps], replaying=replaying
+            current, [StepState(row["status"]) for row in states], replaying=replaying
         )
         if new == current and (last_error is None or current in TERMINAL_TASK_STATES):
             return new  # a finished task keeps the error and time it finished with
@@ -240,6 +254,10 @@ class StoreBase:
 
         result = None
         if new == TaskState.SUCCESS:
+            steps = db.execute(
+                "SELECT name, result_payload FROM steps WHERE task_id = ? ORDER BY name",
+                (task_id,),
+            ).fetchall()
             if task["kind"] == "single":
                 result = steps[0]["result_payload"]
             else:

@@ -314,7 +314,11 @@ class LeaseMixin:
         # A dead-lettered or cancelled task starts no new steps; replay does.
         if task_status not in (TaskState.DEAD_LETTER, TaskState.CANCELLED):
             envelopes = self._dispatch_ready_steps(
-                db, step["task_id"], now_ms, parent_span_id=step["span_id"]
+                db,
+                step["task_id"],
+                now_ms,
+                parent_span_id=step["span_id"],
+                after_step_id=outcome.step_id,
             )
         new_status = self._refresh_task(db, step["task_id"], now_ms)
         self._bump_counter(db, "steps_succeeded_total", now_ms)
@@ -470,38 +474,70 @@ class LeaseMixin:
     def release_leases(
         self, leases: Iterable[LeaseRef], now_ms: int
     ) -> list[CommitResult]:
-        """Hand running steps back to the queue at once, for another node."""
-        results = []
+        """Hand running steps back to the queue at once, for another node.
+
+        A released step keeps its place in the queue: its new message has
+        the creation time of the one it was claimed from. A step whose task
+        was cancelled meanwhile is cancelled instead of queued again.
+        """
         with self._tx() as db:
-            for lease in leases:
-                outcome = StepOutcome(
-                    lease.step_id, lease.lease_token, lease.lease_epoch, AttemptOutcome.RELEASED
-                )
-                applied = self._fenced_update(
-                    db,
-                    outcome,
-                    "status = 'PENDING', attempt = attempt - 1, lease_owner = NULL,"
-                    " lease_token = NULL, heartbeat_at_ms = NULL, is_enqueued = 1,"
-                    " ready_at_ms = ?, updated_at_ms = ?",
-                    (now_ms, now_ms),
-                )
-                if not applied:
-                    results.append(self._refuse(db, outcome, "release_conflict", now_ms))
-                    continue
-                self._end_attempt(
-                    db, lease.step_id, lease.lease_epoch, AttemptOutcome.RELEASED,
-                    "released at node shutdown", now_ms,
-                )
-                self._settle_message(db, lease.step_id, lease.lease_epoch, "RELEASED", now_ms)
-                step = db.execute(
-                    "SELECT * FROM steps WHERE step_id = ?", (lease.step_id,)
-                ).fetchone()
-                envelope = self._new_message(db, step, now_ms, step["attempt"] + 1)
-                status = self._refresh_task(db, step["task_id"], now_ms)
-                results.append(
-                    CommitResult(lease.step_id, True, StepState.PENDING, status, "dead", [envelope])
-                )
-        return results
+            return [self._release_one(db, lease, now_ms) for lease in leases]
+
+    def _release_one(
+        self, db: sqlite3.Connection, lease: LeaseRef, now_ms: int
+    ) -> CommitResult:
+        outcome = StepOutcome(
+            lease.step_id, lease.lease_token, lease.lease_epoch, AttemptOutcome.RELEASED
+        )
+        task = db.execute(
+            "SELECT t.task_id, t.status FROM steps AS s JOIN tasks AS t USING (task_id)"
+            " WHERE s.step_id = ?",
+            (lease.step_id,),
+        ).fetchone()
+        if task is not None and task["status"] == TaskState.CANCELLED:
+            applied = self._fenced_update(
+                db,
+                outcome,
+                "status = 'CANCELLED', lease_owner = NULL, lease_token = NULL,"
+                " heartbeat_at_ms = NULL, updated_at_ms = ?",
+                (now_ms,),
+            )
+            if not applied:
+                return self._refuse(db, outcome, "release_conflict", now_ms)
+            self._end_attempt(
+                db, lease.step_id, lease.lease_epoch, AttemptOutcome.CANCELLED,
+                "stopped at node shutdown; the task was cancelled", now_ms,
+            )
+            self._settle_message(db, lease.step_id, lease.lease_epoch, "CANCELLED", now_ms)
+            return CommitResult(
+                lease.step_id, True, StepState.CANCELLED, TaskState.CANCELLED, "dead"
+            )
+
+        applied = self._fenced_update(
+            db,
+            outcome,
+            "status = 'PENDING', attempt = attempt - 1, lease_owner = NULL,"
+            " lease_token = NULL, heartbeat_at_ms = NULL, is_enqueued = 1,"
+            " ready_at_ms = ?, updated_at_ms = ?",
+            (now_ms, now_ms),
+        )
+        if not applied:
+            return self._refuse(db, outcome, "release_conflict", now_ms)
+        self._end_attempt(
+            db, lease.step_id, lease.lease_epoch, AttemptOutcome.RELEASED,
+            "released at node shutdown", now_ms,
+        )
+        claimed_from = db.execute(
+            "SELECT m.created_at_ms FROM step_attempts AS a JOIN messages AS m"
+            " USING (msg_id) WHERE a.step_id = ? AND a.lease_epoch = ?",
+            (lease.step_id, lease.lease_epoch),
+        ).fetchone()
+        self._settle_message(db, lease.step_id, lease.lease_epoch, "RELEASED", now_ms)
+        step = db.execute("SELECT * FROM steps WHERE step_id = ?", (lease.step_id,)).fetchone()
+        queued_at = claimed_from["created_at_ms"] if claimed_from else now_ms
+        envelope = self._new_message(db, step, queued_at, step["attempt"] + 1)
+        status = self._refresh_task(db, step["task_id"], now_ms)
+        return CommitResult(lease.step_id, True, StepState.PENDING, status, "dead", [envelope])
 
     # Reclaims --------------------------------------------------------------
 

@@ -119,3 +119,23 @@ async def test_cancelled_queued_file_is_not_a_conflict(autojump_clock, open_runt
     assert runtime.claim_batch(TierSelector(100), 1, "node-a", "node-a/w0") == []
     assert runtime.store.lease_conflict_count() == 0
     assert runtime.store.task_view(task.task_id)["status"] == "CANCELLED"
+
+
+async def test_shutdown_does_not_requeue_soft_cancelled_step(
+    autojump_clock, open_runtime, settings_file
+):
+    settings_file(gracefulTimeoutMs=0)
+    runtime = open_runtime()
+    task = runtime.submit("sleep", "60")
+    node = Node(runtime, InlineExecutor(), "node-a", workers=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run, False)
+        await wait_for(lambda: step_status(runtime, task.task_id, "main") == "RUNNING")
+        runtime.cancel(task.task_id, "soft", "test")
+        node.stop()
+
+    view = runtime.store.task_view(task.task_id)
+    assert view["status"] == "CANCELLED"
+    assert view["steps"][0]["status"] == "CANCELLED"
+    assert view["steps"][0]["attempts"][0]["outcome"] == "CANCELLED"
+    assert runtime.bus.list_tier("normal") == []
