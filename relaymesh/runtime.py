@@ -580,7 +580,7 @@ class Runtime:
             return result
         self.record(
             "task.cancel", f"task/{task_id}", "cancelled",
-            task_id=task_id,
+            task_id=task_id, trace_id=result.trace_id,
             details={"mode": mode, "reason": reason, "step_rows": result.step_rows,
                      "message_rows": result.message_rows,
                      "still_running": result.still_running},

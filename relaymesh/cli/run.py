@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import re
 import signal
 import socket
@@ -117,8 +118,9 @@ def run_node(args: argparse.Namespace, out: Output) -> int:
 
 def run_worker(args: argparse.Namespace, out: Output) -> int:
     runtime = open_runtime(args)
-    owner = args.node_id or f"worker-{socket.gethostname()}-{__import__('os').getpid()}"
+    owner = args.node_id or f"worker-{socket.gethostname()}-{os.getpid()}"
     worker_id = f"{owner}/w0"
+    runtime.actor = f"worker:{owner}"
 
     async def rounds() -> int:
         executor = ThreadExecutor()

@@ -32,6 +32,7 @@ class CancelResult:
     message_rows: int = 0
     still_running: list[str] = field(default_factory=list)
     queued_files: list[tuple[str, str]] = field(default_factory=list)  # (priority, name)
+    trace_id: str | None = None
 
 
 class CancelMixin:
@@ -45,7 +46,8 @@ class CancelMixin:
         self, db: sqlite3.Connection, task_id: str, mode: str, reason: str, now_ms: int
     ) -> CancelResult:
         task = db.execute(
-            "SELECT status, idempotency_key FROM tasks WHERE task_id = ?", (task_id,)
+            "SELECT status, idempotency_key, trace_id FROM tasks WHERE task_id = ?",
+            (task_id,),
         ).fetchone()
         if task is None:
             return CancelResult(task_id, False, mode, "task not found")
@@ -104,4 +106,5 @@ class CancelMixin:
             message_rows=message_rows,
             still_running=[row["name"] for row in running],
             queued_files=[(row["priority"].lower(), row["file_name"]) for row in queued],
+            trace_id=task["trace_id"],
         )
