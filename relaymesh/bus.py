@@ -291,6 +291,26 @@ class FileBus:
             return []
         return [Path(owner) / name for owner in owners]
 
+    def remove_empty_owner_folders(self, keep: str | None, older_than_s: float) -> None:
+        """Remove empty `processing/<owner>` folders left by finished workers.
+
+        A folder modified after `older_than_s` may belong to a worker that is
+        about to claim into it, so it stays; if a claim races the removal,
+        the claim creates the folder again.
+        """
+        try:
+            owners = list(os.scandir(self.layout.processing))
+        except FileNotFoundError:
+            return
+        for owner in owners:
+            if owner.name == keep or not owner.is_dir(follow_symlinks=False):
+                continue
+            try:
+                if owner.stat().st_mtime < older_than_s:
+                    os.rmdir(owner.path)
+            except OSError:
+                pass  # not empty, or gone already
+
     def present_file_names(self) -> set[str]:
         """Names of every envelope in the inbox tiers and in processing/."""
         names = {name for priority in PRIORITIES for name in self.list_tier(priority)}

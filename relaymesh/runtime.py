@@ -558,6 +558,7 @@ class Runtime:
                 destination = {"DONE": "done", "FAILED": "retry"}.get(state or "", "dead")
                 self.bus.finish(path, destination, now)
                 report.files_settled += 1
+        self.bus.remove_empty_owner_folders(keep=own_owner, older_than_s=cutoff / 1000)
         if report.total():
             event(log, logging.INFO, "sweep.repaired", rewritten=report.messages_rewritten,
                   returned=report.files_returned_to_inbox, settled=report.files_settled)

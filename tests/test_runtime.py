@@ -396,3 +396,30 @@ def test_bad_settings_file_stops_open_before_anything_is_created(root):
     with pytest.raises(ValidationError, match="maxAttempts"):
         Runtime.open(root)
     assert sorted(path.name for path in root.iterdir()) == ["relaymesh-settings.json"]
+
+
+def test_workflow_steps_listed_in_dependency_order(driver):
+    submitted = driver.submit_workflow(
+        [
+            {"id": "z_join", "agent": "echo", "input": "J", "dependsOn": ["b", "a"]},
+            {"id": "b", "agent": "echo", "input": "B", "dependsOn": ["a"]},
+            {"id": "a", "agent": "echo", "input": "A"},
+        ]
+    )
+    view = driver.runtime.store.task_view(submitted.task_id)
+    assert [step["name"] for step in view["steps"]] == ["a", "b", "z_join"]
+
+
+def test_sweep_removes_empty_folders_of_gone_workers(driver):
+    gone = driver.root / "processing" / "worker-gone"
+    gone.mkdir(parents=True)
+    busy = driver.root / "processing" / "worker-busy"
+    busy.mkdir()
+    (busy / "0000000000001_msg_x.meta.json").write_text("{}")
+    grace_ms = driver.runtime.settings.sweep_grace_ms
+    driver.age_file(gone, grace_ms * 2)
+    driver.age_file(busy, grace_ms * 2)
+
+    driver.runtime.sweep()
+    assert not gone.exists()
+    assert busy.exists()  # not empty: its file is settled first, the folder stays

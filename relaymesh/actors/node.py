@@ -61,6 +61,8 @@ class Node:
     address: str = ""
     settings_reload_ms: int = 10_000
     metrics_address: tuple[str, int] | None = None  # (host, port) to serve /metrics
+    # Signals that arrived before `run` could receive them (see cli/run.py).
+    early_signals: list[int] = field(default_factory=list)
     selector: TierSelector = field(init=False)
     leases: LeaseManager = field(init=False)
     stop_claiming: trio.Event = field(init=False, default_factory=trio.Event)
@@ -101,6 +103,8 @@ class Node:
                 else None
             )
             await self._start_up()
+            if self.early_signals:
+                self.stop()
             try:
                 async with trio.open_nursery() as outer:
                     if signals is not None:

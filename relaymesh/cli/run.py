@@ -95,6 +95,11 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 
 
 def run_node(args: argparse.Namespace, out: Output) -> int:
+    # Until the node's own signal receiver is open, remember a SIGINT or
+    # SIGTERM instead of dying of it; the node then stops gracefully at once.
+    early_signals: list[int] = []
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda signum, frame: early_signals.append(signum))
     runtime = open_runtime(args)
     if args.graceful_timeout_ms is not None:
         runtime.overrides["graceful_timeout_ms"] = args.graceful_timeout_ms
@@ -102,6 +107,7 @@ def run_node(args: argparse.Namespace, out: Output) -> int:
     node = Node(runtime, ThreadExecutor(), args.node_id, workers=args.workers,
                 address=socket.gethostname(),
                 settings_reload_ms=args.settings_reload_ms,
+                early_signals=early_signals,
                 metrics_address=(
                     (args.metrics_host, args.metrics_port)
                     if args.metrics_port is not None

@@ -20,6 +20,25 @@ def _attempt_view(row: sqlite3.Row) -> dict:
     }
 
 
+def _in_dependency_order(
+    steps: list[sqlite3.Row], depends_on: dict[str, list[str]]
+) -> list[sqlite3.Row]:
+    """Order steps so that each comes after its dependencies, by name within a level."""
+    by_name = {step["name"]: step for step in steps}
+    remaining = {step["name"]: set(depends_on.get(step["step_id"], [])) for step in steps}
+    ordered = []
+    while remaining:
+        ready = sorted(name for name, deps in remaining.items() if not deps)
+        if not ready:  # a cycle cannot be stored, but never loop forever
+            ready = sorted(remaining)
+        for name in ready:
+            ordered.append(by_name[name])
+            del remaining[name]
+        for deps in remaining.values():
+            deps.difference_update(ready)
+    return ordered
+
+
 class QueriesMixin:
     def task_view(self, task_id: str) -> dict | None:
         """Return the task, each step with its dependencies, and every attempt."""
@@ -45,6 +64,7 @@ class QueriesMixin:
         depends_on: dict[str, list[str]] = {}
         for row in dependencies:
             depends_on.setdefault(row["step_id"], []).append(row["name"])
+        steps = _in_dependency_order(steps, depends_on)
         attempts_of: dict[str, list[dict]] = {}
         for row in attempts:
             attempts_of.setdefault(row["step_id"], []).append(_attempt_view(row))
