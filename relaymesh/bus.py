@@ -96,14 +96,14 @@ class Envelope:
         except RecursionError:
             raise ValidationError(f"envelope {source} is nested too deeply") from None
         except ValueError as error:
-            raise ValidationError(f"envelope {source} is not valid JSON: {error}") from None
+            raise ValidationError(
+                f"envelope {source} is not valid JSON: {error}"
+            ) from None
         if not isinstance(document, dict):
             raise ValidationError(f"envelope {source} must be a JSON object")
         missing = [field for field in ENVELOPE_FIELDS if field not in document]
         if missing:
-            raise ValidationError(
-                f"envelope {source} is missing {', '.join(missing)}"
-            )
+            raise ValidationError(f"envelope {source} is missing {', '.join(missing)}")
         priority = str(document["priority"]).lower()
         if priority not in PRIORITIES:
             raise ValidationError(
@@ -112,7 +112,9 @@ class Envelope:
             )
         for field in ("createdAtMs", "attempt"):
             if type(document[field]) is not int:
-                raise ValidationError(f"envelope {source} field {field} must be an integer")
+                raise ValidationError(
+                    f"envelope {source} field {field} must be an integer"
+                )
         return cls(
             msg_id=str(document["msgId"]),
             task_id=str(document["taskId"]),
@@ -202,7 +204,8 @@ class FileBus:
             names = [
                 entry.name
                 for entry in os.scandir(self.layout.inbox_tier(priority))
-                if entry.name.endswith(ENVELOPE_SUFFIX) and not entry.name.startswith(".")
+                if entry.name.endswith(ENVELOPE_SUFFIX)
+                and not entry.name.startswith(".")
             ]
         except FileNotFoundError:
             return []
@@ -328,7 +331,9 @@ class FileBus:
             if not owner.is_dir():
                 continue
             for entry in os.scandir(owner.path):
-                if entry.name.startswith(".") or not entry.name.endswith(ENVELOPE_SUFFIX):
+                if entry.name.startswith(".") or not entry.name.endswith(
+                    ENVELOPE_SUFFIX
+                ):
                     continue
                 try:
                     mtime = entry.stat(follow_symlinks=False).st_mtime
@@ -342,14 +347,18 @@ class FileBus:
             return sum(
                 1
                 for entry in os.scandir(folder)
-                if entry.name.endswith(ENVELOPE_SUFFIX) and not entry.name.startswith(".")
+                if entry.name.endswith(ENVELOPE_SUFFIX)
+                and not entry.name.startswith(".")
             )
         except FileNotFoundError:
             return 0
 
     def depths(self) -> dict[str, int]:
         """Queued entries per tier plus processing, dead and retry file counts."""
-        depths = {priority: self.count_files(self.layout.inbox_tier(priority)) for priority in PRIORITIES}
+        depths = {
+            priority: self.count_files(self.layout.inbox_tier(priority))
+            for priority in PRIORITIES
+        }
         depths["processing"] = len(self.processing_entries())
         depths["dead"] = self.count_files(self.layout.dead)
         depths["retry"] = self.count_files(self.layout.retry)

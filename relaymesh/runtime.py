@@ -23,11 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relaymesh.agents.builtin import builtin_agents
 from relaymesh.agents.orphans import stop_attempt_processes
 from relaymesh.agents.policies import RetryPolicies, RetryPolicy
 from relaymesh.agents.registry import AgentRegistry
 from relaymesh.bus import ClaimedFile, FileBus, msg_id_from_file_name, write_atomically
-from relaymesh.agents.builtin import builtin_agents
 from relaymesh.config import DEFAULT_SETTINGS, Settings, changed_fields, load_settings
 from relaymesh.errors import NotFoundError, ValidationError
 from relaymesh.faults import crash_point
@@ -88,7 +88,9 @@ class TierSelector:
             tier = self.CYCLE[self.cursor % len(self.CYCLE)]
             self.cursor += 1
             if tier in nonempty:
-                self.consecutive_high = self.consecutive_high + 1 if tier == "high" else 0
+                self.consecutive_high = (
+                    self.consecutive_high + 1 if tier == "high" else 0
+                )
                 return tier
         return None
 
@@ -109,7 +111,9 @@ class SweepReport:
     files_settled: int = 0
 
     def total(self) -> int:
-        return self.messages_rewritten + self.files_returned_to_inbox + self.files_settled
+        return (
+            self.messages_rewritten + self.files_returned_to_inbox + self.files_settled
+        )
 
 
 @dataclass
@@ -165,7 +169,9 @@ class Runtime:
                 errors.append(str(error))
                 return fallback()
 
-        settings = load(lambda: load_settings(layout.settings_file), lambda: DEFAULT_SETTINGS)
+        settings = load(
+            lambda: load_settings(layout.settings_file), lambda: DEFAULT_SETTINGS
+        )
         agents = load(
             lambda: AgentRegistry.load(layout), lambda: AgentRegistry(builtin_agents())
         )
@@ -180,7 +186,9 @@ class Runtime:
         rng = rng or random.Random()
         store = Store(layout.database, IdGenerator(rng if rng is not None else None))
         store.initialize()
-        runtime = cls(layout, settings, store, FileBus(layout), agents, policies, clock_ms, rng)
+        runtime = cls(
+            layout, settings, store, FileBus(layout), agents, policies, clock_ms, rng
+        )
         runtime.configuration_errors = errors
         runtime.audit = AuditLog(
             layout.audit,
@@ -190,11 +198,26 @@ class Runtime:
         return runtime
 
     def record(
-        self, action: str, resource: str, result: str, *, actor: str | None = None, **fields
+        self,
+        action: str,
+        resource: str,
+        result: str,
+        *,
+        actor: str | None = None,
+        **fields,
     ) -> None:
         """Append one audit row; a failing audit write is logged, never raised."""
-        self.record_many([dict(action=action, actor=actor or self.actor,
-                               resource=resource, result=result, **fields)])
+        self.record_many(
+            [
+                dict(
+                    action=action,
+                    actor=actor or self.actor,
+                    resource=resource,
+                    result=result,
+                    **fields,
+                )
+            ]
+        )
 
     def record_many(self, rows: list[dict]) -> None:
         if self.audit is None or not rows:
@@ -293,7 +316,9 @@ class Runtime:
             idempotency_key=key,
             trace_id=self.store.ids.trace_id(),
             steps=(
-                PreparedStep(step_id, "main", agent_id, priority.upper(), str(payload), ()),
+                PreparedStep(
+                    step_id, "main", agent_id, priority.upper(), str(payload), ()
+                ),
             ),
         )
         return self._insert(task, [payload])
@@ -321,7 +346,9 @@ class Runtime:
 
         task_id = self.store.ids.new("tsk")
         ids = {step.name: f"stp_{task_id[4:]}_{step.name}" for step in steps}
-        payloads = [self._write_payload(ids[step.name], step.input_text) for step in steps]
+        payloads = [
+            self._write_payload(ids[step.name], step.input_text) for step in steps
+        ]
         task = PreparedTask(
             task_id=task_id,
             kind="workflow",
@@ -343,7 +370,9 @@ class Runtime:
 
     def _insert(self, task: PreparedTask, payloads: list[Path]) -> SubmitResult:
         try:
-            result = self.store.insert_task(task, self.clock_ms(), self.idempotency_ttl_ms)
+            result = self.store.insert_task(
+                task, self.clock_ms(), self.idempotency_ttl_ms
+            )
         except BaseException:
             _unlink_all(payloads)
             raise
@@ -355,20 +384,36 @@ class Runtime:
         crash_point("submit.after_commit")
         self.bus.enqueue_many(list(result.envelopes))
         self.record(
-            action, f"task/{task.task_id}", "submitted", task_id=task.task_id,
+            action,
+            f"task/{task.task_id}",
+            "submitted",
+            task_id=task.task_id,
             trace_id=task.trace_id,
-            details={"steps": len(task.steps), "ready_steps": len(result.envelopes),
-                     "agents": sorted({step.agent_id for step in task.steps}),
-                     "idempotency_key": task.idempotency_key},
+            details={
+                "steps": len(task.steps),
+                "ready_steps": len(result.envelopes),
+                "agents": sorted({step.agent_id for step in task.steps}),
+                "idempotency_key": task.idempotency_key,
+            },
         )
-        event(log, logging.INFO, "task.submitted", task_id=task.task_id,
-              kind=task.kind, steps=len(task.steps))
+        event(
+            log,
+            logging.INFO,
+            "task.submitted",
+            task_id=task.task_id,
+            kind=task.kind,
+            steps=len(task.steps),
+        )
         return result
 
     def _record_dedup(self, action: str, result: SubmitResult, key: str) -> None:
-        self.record(action, f"task/{result.task_id}", "deduplicated",
-                    task_id=result.task_id,
-                    details={"status": result.status, "idempotency_key": key})
+        self.record(
+            action,
+            f"task/{result.task_id}",
+            "deduplicated",
+            task_id=result.task_id,
+            details={"status": result.status, "idempotency_key": key},
+        )
 
     def _check_payload_size(self, text: str, what: str) -> None:
         size = len(_utf8(text, what))
@@ -414,9 +459,14 @@ class Runtime:
                 self.bus.discard(rejection.file_path)
             else:
                 self.bus.finish(rejection.file_path, "dead", now)
-            event(log, logging.WARNING if rejection.reason != "stale" else logging.DEBUG,
-                  "claim.rejected", msg_id=rejection.msg_id, reason=rejection.reason,
-                  file=rejection.file_path.name)
+            event(
+                log,
+                logging.WARNING if rejection.reason != "stale" else logging.DEBUG,
+                "claim.rejected",
+                msg_id=rejection.msg_id,
+                reason=rejection.reason,
+                file=rejection.file_path.name,
+            )
         return [self._assignment(step) for step in steps]
 
     def _inbox_listings(self, selector: TierSelector) -> dict[str, deque[str]]:
@@ -456,10 +506,14 @@ class Runtime:
             if outcome.file_path is not None:
                 self.bus.finish(outcome.file_path, result.file_destination, now)
             self.bus.enqueue_many(result.envelopes)
-        self.record_many([_commit_row(outcome, result) for outcome, result in zip(outcomes, results)])
+        self.record_many(
+            [_commit_row(outcome, result) for outcome, result in zip(outcomes, results)]
+        )
         return results
 
-    def renew_leases(self, leases: list[LeaseRef], owner: str | None = None) -> list[LeaseRef]:
+    def renew_leases(
+        self, leases: list[LeaseRef], owner: str | None = None
+    ) -> list[LeaseRef]:
         return self.store.renew_leases(leases, self.clock_ms(), owner)
 
     def release_leases(
@@ -473,15 +527,24 @@ class Runtime:
             if path is not None:
                 self.bus.discard(path)
             self.bus.enqueue_many(result.envelopes)
-        self.record_many([
-            dict(action="lease.release", actor=self.actor, resource=f"step/{lease.step_id}",
-                 result="released" if result.committed else "release_conflict",
-                 step_id=lease.step_id, details={"lease_epoch": lease.lease_epoch})
-            for lease, result in zip(leases, results)
-        ])
+        self.record_many(
+            [
+                dict(
+                    action="lease.release",
+                    actor=self.actor,
+                    resource=f"step/{lease.step_id}",
+                    result="released" if result.committed else "release_conflict",
+                    step_id=lease.step_id,
+                    details={"lease_epoch": lease.lease_epoch},
+                )
+                for lease, result in zip(leases, results)
+            ]
+        )
         return results
 
-    def reclaim_leases(self, leases: list[RunningLease], reason: str) -> list[CommitResult]:
+    def reclaim_leases(
+        self, leases: list[RunningLease], reason: str
+    ) -> list[CommitResult]:
         results = self.store.reclaim_leases(
             leases, reason, self.clock_ms(), self.policies.policy_for, self.rng
         )
@@ -489,16 +552,33 @@ class Runtime:
         for lease, result in zip(leases, results):
             if result.committed:
                 stopped = stop_attempt_processes(lease.step_id, lease.lease_epoch)
-                event(log, logging.INFO, "lease.reclaimed", step_id=lease.step_id,
-                      owner=lease.lease_owner, epoch=lease.lease_epoch, reason=reason,
-                      step_status=result.step_status, stopped_processes=stopped)
-            rows.append(dict(
-                action="lease.reclaim", actor=self.actor, resource=f"step/{lease.step_id}",
-                result="reclaimed" if result.committed else "reclaim_conflict",
-                task_id=lease.task_id, step_id=lease.step_id,
-                details={"owner": lease.lease_owner, "lease_epoch": lease.lease_epoch,
-                         "reason": reason, "step_status": result.step_status},
-            ))
+                event(
+                    log,
+                    logging.INFO,
+                    "lease.reclaimed",
+                    step_id=lease.step_id,
+                    owner=lease.lease_owner,
+                    epoch=lease.lease_epoch,
+                    reason=reason,
+                    step_status=result.step_status,
+                    stopped_processes=stopped,
+                )
+            rows.append(
+                dict(
+                    action="lease.reclaim",
+                    actor=self.actor,
+                    resource=f"step/{lease.step_id}",
+                    result="reclaimed" if result.committed else "reclaim_conflict",
+                    task_id=lease.task_id,
+                    step_id=lease.step_id,
+                    details={
+                        "owner": lease.lease_owner,
+                        "lease_epoch": lease.lease_epoch,
+                        "reason": reason,
+                        "step_status": result.step_status,
+                    },
+                )
+            )
         self.record_many(rows)
         return results
 
@@ -530,12 +610,19 @@ class Runtime:
         while page := self.store.queued_messages_older_than(cutoff, 1000, after):
             after = (page[-1].created_at_ms, page[-1].msg_id)
             for envelope in page:
-                if envelope.file_name in present or self.bus.is_queued_or_claimed(envelope):
+                if envelope.file_name in present or self.bus.is_queued_or_claimed(
+                    envelope
+                ):
                     continue  # the second look covers a file claimed since the listing
                 self.bus.enqueue(envelope)
                 report.messages_rewritten += 1
-                event(log, logging.WARNING, "sweep.message_rewritten",
-                      msg_id=envelope.msg_id, step_id=envelope.step_id)
+                event(
+                    log,
+                    logging.WARNING,
+                    "sweep.message_rewritten",
+                    msg_id=envelope.msg_id,
+                    step_id=envelope.step_id,
+                )
 
         entries = self.bus.processing_entries()
         states = self.store.message_states(
@@ -555,13 +642,21 @@ class Runtime:
                 self.bus.discard(path)  # a fresh message replaced it, or none is due
                 report.files_settled += 1
             else:
-                destination = {"DONE": "done", "FAILED": "retry"}.get(state or "", "dead")
+                destination = {"DONE": "done", "FAILED": "retry"}.get(
+                    state or "", "dead"
+                )
                 self.bus.finish(path, destination, now)
                 report.files_settled += 1
         self.bus.remove_empty_owner_folders(keep=own_owner, older_than_s=cutoff / 1000)
         if report.total():
-            event(log, logging.INFO, "sweep.repaired", rewritten=report.messages_rewritten,
-                  returned=report.files_returned_to_inbox, settled=report.files_settled)
+            event(
+                log,
+                logging.INFO,
+                "sweep.repaired",
+                rewritten=report.messages_rewritten,
+                returned=report.files_returned_to_inbox,
+                settled=report.files_settled,
+            )
         return report
 
     def cleanup_idempotency(self) -> int:
@@ -575,16 +670,30 @@ class Runtime:
         for priority, name in result.queued_files:
             _unlink_all([self.layout.inbox_tier(priority) / name])
         if result.cancelled:
-            event(log, logging.INFO, "task.cancelled", task_id=task_id, mode=mode,
-                  steps=result.step_rows, still_running=len(result.still_running))
+            event(
+                log,
+                logging.INFO,
+                "task.cancelled",
+                task_id=task_id,
+                mode=mode,
+                steps=result.step_rows,
+                still_running=len(result.still_running),
+            )
         if not result.cancelled:
             return result
         self.record(
-            "task.cancel", f"task/{task_id}", "cancelled",
-            task_id=task_id, trace_id=result.trace_id,
-            details={"mode": mode, "reason": reason, "step_rows": result.step_rows,
-                     "message_rows": result.message_rows,
-                     "still_running": result.still_running},
+            "task.cancel",
+            f"task/{task_id}",
+            "cancelled",
+            task_id=task_id,
+            trace_id=result.trace_id,
+            details={
+                "mode": mode,
+                "reason": reason,
+                "step_rows": result.step_rows,
+                "message_rows": result.message_rows,
+                "still_running": result.still_running,
+            },
         )
         return result
 
@@ -593,12 +702,17 @@ class Runtime:
         self.bus.enqueue_many(result.envelopes)
         if result.replayed and not dry_run:
             self.record(
-                "dead.replay", f"task/{task_id}", "replayed", task_id=task_id,
+                "dead.replay",
+                f"task/{task_id}",
+                "replayed",
+                task_id=task_id,
                 details={"steps": result.steps},
             )
         return result
 
-    def replay_batch(self, status: str, limit: int, dry_run: bool = False) -> list[ReplayResult]:
+    def replay_batch(
+        self, status: str, limit: int, dry_run: bool = False
+    ) -> list[ReplayResult]:
         return [
             self.replay(task_id, dry_run=dry_run)
             for task_id in self.store.tasks_with_status(status, limit)
@@ -625,11 +739,17 @@ class Runtime:
             dry_run=dry_run,
         )
         files = self._old_bus_files(now, done_retention_days, dead_retention_days)
-        meta_files = [self.layout.meta / f"{msg_id}.meta.json" for msg_id in result.msg_ids]
+        meta_files = [
+            self.layout.meta / f"{msg_id}.meta.json" for msg_id in result.msg_ids
+        ]
         old_files = files["done"] + files["dead"] + files["retry"]
         reports = self._old_reports(now, conflict_retention_days)
         deleted = (
-            result.tasks + result.idempotency_rows + conflicts + len(old_files) + len(reports)
+            result.tasks
+            + result.idempotency_rows
+            + conflicts
+            + len(old_files)
+            + len(reports)
         )
         if not dry_run:
             _unlink_all([Path(path) for path in result.payload_paths])
@@ -637,12 +757,19 @@ class Runtime:
             _unlink_all(old_files)
             _unlink_all(reports)
         if deleted and not dry_run:
-            self.record("storage.purge", "runtime/storage", "ok", details={
-                "tasks": result.tasks, "idempotency_rows": result.idempotency_rows,
-                "lease_conflict_rows": conflicts, "bus_files": len(old_files),
-                "done_retention_days": done_retention_days,
-                "dead_retention_days": dead_retention_days,
-            })
+            self.record(
+                "storage.purge",
+                "runtime/storage",
+                "ok",
+                details={
+                    "tasks": result.tasks,
+                    "idempotency_rows": result.idempotency_rows,
+                    "lease_conflict_rows": conflicts,
+                    "bus_files": len(old_files),
+                    "done_retention_days": done_retention_days,
+                    "dead_retention_days": dead_retention_days,
+                },
+            )
         return {
             "dryRun": dry_run,
             "tasksPurged": result.tasks,
@@ -695,9 +822,14 @@ class Runtime:
                 payloads[step["name"]] = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
                 payloads[step["name"]] = None
-        audit_rows = [
-            json.loads(line) for line in self.audit.query(task_id=task_id, limit=100_000)
-        ] if self.audit is not None else []
+        audit_rows = (
+            [
+                json.loads(line)
+                for line in self.audit.query(task_id=task_id, limit=100_000)
+            ]
+            if self.audit is not None
+            else []
+        )
         audit_rows.reverse()  # oldest first, like the rest of the document
         document = {
             "format": "relaymesh.task-export.v1",
@@ -707,16 +839,23 @@ class Runtime:
             "payloads": payloads,
             "auditEvents": audit_rows,
         }
-        self.record("task.export", f"task/{task_id}", "ok", task_id=task_id,
-                    trace_id=view["traceId"],
-                    details={"steps": len(view["steps"]), "audit_events": len(audit_rows)})
+        self.record(
+            "task.export",
+            f"task/{task_id}",
+            "ok",
+            task_id=task_id,
+            trace_id=view["traceId"],
+            details={"steps": len(view["steps"]), "audit_events": len(audit_rows)},
+        )
         return document
 
     def write_lease_report(self, path: Path, hours: int, limit: int) -> dict:
         """Write the conflict aggregate of the last `hours` hours to `path`."""
         now = self.clock_ms()
         report = self.store.lease_report(now, hours, limit)
-        report["generated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1000))
+        report["generated_at"] = time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1000)
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
         return report
@@ -751,7 +890,9 @@ class Runtime:
             "errors": self.configuration_errors,
         }
 
-        missing = [str(folder) for folder in self.layout.folders() if not folder.is_dir()]
+        missing = [
+            str(folder) for folder in self.layout.folders() if not folder.is_dir()
+        ]
         checks["folders"] = {"ok": not missing, "missing": missing}
 
         free = shutil.disk_usage(self.layout.root).free
@@ -776,8 +917,11 @@ class Runtime:
 
         lag = self.store.queue_lag_ms(now) if checks["store"]["ok"] else None
         target = self.settings.slo_queue_lag_target_ms
-        checks["queueLag"] = {"ok": lag is not None and lag <= target, "lagMs": lag,
-                              "targetMs": target}
+        checks["queueLag"] = {
+            "ok": lag is not None and lag <= target,
+            "lagMs": lag,
+            "targetMs": target,
+        }
         return {
             "ok": all(check["ok"] for check in checks.values()),
             "checks": checks,
@@ -790,7 +934,9 @@ class Runtime:
         counters = self.store.counters()
 
         def total(name: str) -> int:
-            return int(sum(value for (key, _), value in counters.items() if key == name))
+            return int(
+                sum(value for (key, _), value in counters.items() if key == name)
+            )
 
         return {
             **counts,

@@ -58,7 +58,9 @@ def load_workflow_file(path: Path) -> object:
     except RecursionError:
         raise ValidationError(f"workflow file {path} is nested too deeply") from None
     except ValueError as error:  # an integer of more than 4300 digits, say
-        raise ValidationError(f"workflow file {path} is not valid JSON: {error}") from None
+        raise ValidationError(
+            f"workflow file {path} is not valid JSON: {error}"
+        ) from None
 
 
 def _unique_keys(path: Path):
@@ -68,7 +70,9 @@ def _unique_keys(path: Path):
         document: dict = {}
         for key, value in pairs:
             if key in document:
-                raise ValidationError(f"workflow file {path} gives the key {key!r} twice")
+                raise ValidationError(
+                    f"workflow file {path} gives the key {key!r} twice"
+                )
             document[key] = value
         return document
 
@@ -84,7 +88,9 @@ def parse_workflow(
 ) -> list[NewStep]:
     """Validate a parsed workflow document and return its steps in file order."""
     if not isinstance(document, dict):
-        raise ValidationError(f"{source}: a workflow must be a JSON object with 'steps'")
+        raise ValidationError(
+            f"{source}: a workflow must be a JSON object with 'steps'"
+        )
     extra = sorted(set(document) - {"steps"})
     if extra:
         raise ValidationError(

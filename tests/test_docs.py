@@ -9,14 +9,13 @@ must appear in docs/layout.md, and every command in docs/cli.md.
 from __future__ import annotations
 
 import json
-
-from prometheus_client.parser import text_string_to_metric_families
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from relaymesh.cli import docs
 from relaymesh.cli.docs import (
@@ -99,7 +98,9 @@ def test_example_is_a_real_run(name):
     elif name in ("metrics", "serve-metrics"):
         # Prometheus text, not JSON: it must parse as an exposition.
         exposition = "\n".join(
-            line for line in output.splitlines() if not line.startswith(("$", "serving"))
+            line
+            for line in output.splitlines()
+            if not line.startswith(("$", "serving"))
         )
         families = list(text_string_to_metric_families(exposition + "\n"))
         assert families, "the example shows no metric family"

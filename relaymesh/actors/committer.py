@@ -78,11 +78,20 @@ async def commit_batch(
             log.warning("commit of %d outcomes failed; retrying", len(batch))
             await trio.sleep(COMMIT_RETRY_DELAY_S * attempt)
         except Exception:
-            log.exception("commit of %d outcomes failed; their leases will expire", len(batch))
+            log.exception(
+                "commit of %d outcomes failed; their leases will expire", len(batch)
+            )
             return
     for outcome, result in zip(batch, results):
         level = logging.INFO if result.committed else logging.WARNING
-        event(log, level, "step.committed" if result.committed else "step.refused",
-              step_id=outcome.step_id, outcome=outcome.outcome,
-              step_status=result.step_status, task_status=result.task_status,
-              error=outcome.error or None, reason=result.message or None)
+        event(
+            log,
+            level,
+            "step.committed" if result.committed else "step.refused",
+            step_id=outcome.step_id,
+            outcome=outcome.outcome,
+            step_status=result.step_status,
+            task_status=result.task_status,
+            error=outcome.error or None,
+            reason=result.message or None,
+        )

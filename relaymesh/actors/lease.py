@@ -41,7 +41,9 @@ class RunningStep:
 
 
 class LeaseManager:
-    def __init__(self, runtime: Runtime, executor: Executor, owner: str | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, executor: Executor, owner: str | None = None
+    ) -> None:
         self.runtime = runtime
         self.executor = executor
         self.owner = owner
@@ -78,10 +80,17 @@ class LeaseManager:
             if running is None or running.lease != lease or running.finished:
                 continue  # finished and committed while the renewal ran
             running.lost = True
-            running.cancel_reason = "lease lost: another node or an operator took the step"
+            running.cancel_reason = (
+                "lease lost: another node or an operator took the step"
+            )
             running.scope.cancel()
-            event(log, logging.WARNING, "lease.lost", step_id=lease.step_id,
-                  epoch=lease.lease_epoch)
+            event(
+                log,
+                logging.WARNING,
+                "lease.lost",
+                step_id=lease.step_id,
+                epoch=lease.lease_epoch,
+            )
         return lost
 
     async def run(self) -> None:
@@ -112,5 +121,11 @@ class LeaseManager:
         files = {entry.lease.step_id: entry.file_path for entry in running}
         results = await self.executor.run(self.runtime.release_leases, leases, files)
         released = sum(1 for result in results if result.committed)
-        event(log, logging.INFO, "lease.released", steps=released, refused=len(results) - released)
+        event(
+            log,
+            logging.INFO,
+            "lease.released",
+            steps=released,
+            refused=len(results) - released,
+        )
         return released

@@ -57,7 +57,9 @@ async def _chore(name: str, work) -> None:
         log.exception("maintenance chore %s failed; trying again next interval", name)
 
 
-async def _dispatch(runtime: Runtime, executor: Executor, work_available: Nudge) -> None:
+async def _dispatch(
+    runtime: Runtime, executor: Executor, work_available: Nudge
+) -> None:
     if await executor.run(runtime.dispatch_due_retries):
         work_available.set()
 

@@ -28,13 +28,16 @@ from relaymesh.actors.lease import LeaseManager, RunningStep
 from relaymesh.actors.maintenance import maintenance_loop
 from relaymesh.actors.reclaimer import reclaimer_loop
 from relaymesh.actors.scheduler import scheduler_loop
-from relaymesh.actors.settings_watcher import record_startup_settings, settings_watcher_loop
+from relaymesh.actors.settings_watcher import (
+    record_startup_settings,
+    settings_watcher_loop,
+)
 from relaymesh.actors.signals import Nudge
 from relaymesh.actors.worker import worker_loop
 from relaymesh.errors import ConflictError
 from relaymesh.executor import Executor
-from relaymesh.observability.metrics import serve_metrics
 from relaymesh.observability.logs import event
+from relaymesh.observability.metrics import serve_metrics
 from relaymesh.runtime import Assignment, Runtime, TierSelector
 from relaymesh.store import StepOutcome
 
@@ -98,7 +101,9 @@ class Node:
         """
         with contextlib.ExitStack() as stack:
             signals = (
-                stack.enter_context(trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM))
+                stack.enter_context(
+                    trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+                )
                 if handle_signals
                 else None
             )
@@ -122,7 +127,6 @@ class Node:
                 self._stopped.set()
 
     async def _run_actors(self, task_status: trio.TaskStatus[None]) -> None:
-        settings = self.runtime.settings
         async with trio.open_nursery() as nursery:
             assignments_send, assignments_receive = trio.open_memory_channel[
                 tuple[Assignment, RunningStep]
@@ -134,16 +138,28 @@ class Node:
             # they run in an inner nursery that is cancelled last.
             async with trio.open_nursery() as service:
                 service.start_soon(
-                    committer_loop, outcomes_receive, self.runtime, self.executor,
-                    self.leases, self.slots, self.work_available,
+                    committer_loop,
+                    outcomes_receive,
+                    self.runtime,
+                    self.executor,
+                    self.leases,
+                    self.slots,
+                    self.work_available,
                 )
                 service.start_soon(self.leases.run)
                 service.start_soon(
-                    reclaimer_loop, self.runtime, self.executor, self.node_id,
-                    self.runtime.clock_ms, lambda: set(self.leases.running),
+                    reclaimer_loop,
+                    self.runtime,
+                    self.executor,
+                    self.node_id,
+                    self.runtime.clock_ms,
+                    lambda: set(self.leases.running),
                 )
                 service.start_soon(
-                    maintenance_loop, self.runtime, self.executor, self.node_id,
+                    maintenance_loop,
+                    self.runtime,
+                    self.executor,
+                    self.node_id,
                     self.work_available,
                 )
                 if self.metrics_address is not None:
@@ -152,25 +168,46 @@ class Node:
                         serve_metrics, self.runtime, host, port, self.executor
                     )
                 await service.start(
-                    settings_watcher_loop, self.runtime, self.executor, self.node_id,
+                    settings_watcher_loop,
+                    self.runtime,
+                    self.executor,
+                    self.node_id,
                     self.settings_reload_ms,
                 )
                 async with trio.open_nursery() as work:
                     async with outcomes_send:
                         for index in range(self.workers):
                             work.start_soon(
-                                worker_loop, f"{self.node_id}/w{index}",
-                                assignments_receive.clone(), outcomes_send.clone(),
-                                self.runtime, self.leases, self.slots,
+                                worker_loop,
+                                f"{self.node_id}/w{index}",
+                                assignments_receive.clone(),
+                                outcomes_send.clone(),
+                                self.runtime,
+                                self.leases,
+                                self.slots,
                             )
                     assignments_receive.close()
                     work.start_soon(
-                        scheduler_loop, self.runtime, self.executor, self.node_id,
-                        self.selector, assignments_send, self.leases, self.slots,
-                        self.work_available, self.stop_claiming,
+                        scheduler_loop,
+                        self.runtime,
+                        self.executor,
+                        self.node_id,
+                        self.selector,
+                        assignments_send,
+                        self.leases,
+                        self.slots,
+                        self.work_available,
+                        self.stop_claiming,
                     )
-                    event(log, logging.INFO, "node.started", node_id=self.node_id,
-                          workers=self.workers, root=self.runtime.layout.root, pid=os.getpid())
+                    event(
+                        log,
+                        logging.INFO,
+                        "node.started",
+                        node_id=self.node_id,
+                        workers=self.workers,
+                        root=self.runtime.layout.root,
+                        pid=os.getpid(),
+                    )
                     task_status.started()
                     await self.stop_claiming.wait()
                     self.work_available.set()
@@ -183,8 +220,13 @@ class Node:
     def stop(self) -> None:
         """Begin a graceful stop; `run()` returns when it is complete."""
         if not self.stop_claiming.is_set():
-            event(log, logging.INFO, "node.stopping", node_id=self.node_id,
-                  running=len(self.leases.running))
+            event(
+                log,
+                logging.INFO,
+                "node.stopping",
+                node_id=self.node_id,
+                running=len(self.leases.running),
+            )
             self.stop_claiming.set()
 
     async def _drain(self, work: trio.Nursery) -> None:
@@ -194,7 +236,13 @@ class Node:
                 await trio.sleep(0.05)
         released = await self.leases.release_all()
         if released:
-            event(log, logging.INFO, "node.handed_back", node_id=self.node_id, steps=released)
+            event(
+                log,
+                logging.INFO,
+                "node.handed_back",
+                node_id=self.node_id,
+                steps=released,
+            )
         work.cancel_scope.cancel()
 
     async def _wait_for_commits(self) -> None:
@@ -217,7 +265,10 @@ class Node:
                 f" on this root; choose another --node-id or stop that process"
             )
         await self.executor.run(
-            runtime.store.register_node, self.node_id, os.getpid(), self.address,
+            runtime.store.register_node,
+            self.node_id,
+            os.getpid(),
+            self.address,
             runtime.clock_ms(),
         )
         # Leases this node id still holds belong to a previous run that died;
@@ -243,7 +294,10 @@ def _still_running(row: dict, runtime: Runtime) -> bool:
     """True if the row belongs to a live process that is heartbeating."""
     if row["status"] != "ALIVE" or not row.get("pid") or row["pid"] == os.getpid():
         return False
-    fresh = runtime.clock_ms() - row["last_heartbeat_ms"] < runtime.settings.lease_timeout_ms
+    fresh = (
+        runtime.clock_ms() - row["last_heartbeat_ms"]
+        < runtime.settings.lease_timeout_ms
+    )
     try:
         os.kill(row["pid"], 0)
     except ProcessLookupError:

@@ -97,7 +97,9 @@ async def reclaimer_loop(
     an orphan like any other and is reclaimed once it expires, so a single
     node on a root cannot strand a step.
     """
-    judge = ExpiryJudge(runtime.settings.lease_timeout_ms, runtime.settings.lease_heartbeat_ms)
+    judge = ExpiryJudge(
+        runtime.settings.lease_timeout_ms, runtime.settings.lease_heartbeat_ms
+    )
     while True:
         settings = runtime.settings
         await trio.sleep(settings.lease_heartbeat_ms / 1000)

@@ -26,13 +26,15 @@ from relaymesh.runtime import Runtime, TierSelector
 __all__ = ["run_round"]
 
 
-async def reclaim_by_wall_clock(runtime: Runtime, executor: Executor, node_id: str) -> int:
+async def reclaim_by_wall_clock(
+    runtime: Runtime, executor: Executor, node_id: str
+) -> int:
     settings = runtime.settings
     leases = await executor.run(runtime.store.running_leases, node_id)
     cutoff = runtime.clock_ms() - settings.lease_timeout_ms
-    expired = [
-        lease for lease in leases if (lease.heartbeat_at_ms or 0) <= cutoff
-    ][: settings.retry_dispatch_limit]
+    expired = [lease for lease in leases if (lease.heartbeat_at_ms or 0) <= cutoff][
+        : settings.retry_dispatch_limit
+    ]
     if not expired:
         return 0
     results = await executor.run(runtime.reclaim_leases, expired, "lease expired")
@@ -75,7 +77,9 @@ async def run_round(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(leases.run)
         nursery.start_soon(
-            _release_on_signal, leases, settings.graceful_timeout_ms,
+            _release_on_signal,
+            leases,
+            settings.graceful_timeout_ms,
             stop if stop is not None else trio.Event(),
         )
         outcome = await execute_step(
@@ -91,7 +95,9 @@ async def run_round(
         stepId=assignment.step.step_id,
     )
     if outcome is None:
-        summary.update(outcome="RELEASED", message="handed back to the queue at shutdown")
+        summary.update(
+            outcome="RELEASED", message="handed back to the queue at shutdown"
+        )
         return summary
     result = (await executor.run(runtime.commit_outcomes, [outcome]))[0]
     summary.update(

@@ -30,14 +30,20 @@ from relaymesh.runtime import Runtime
 log = logging.getLogger("relaymesh.settings")
 
 
-async def record_startup_settings(runtime: Runtime, executor: Executor, node_id: str) -> None:
+async def record_startup_settings(
+    runtime: Runtime, executor: Executor, node_id: str
+) -> None:
     """Record the settings a node starts with (the keys that differ from defaults)."""
     signature = await executor.run(runtime.settings_signature)
     generation = await executor.run(runtime.store.settings_reload_generation)
     await executor.run(
         lambda: runtime.store.record_settings_load(
-            now_ms=runtime.clock_ms(), node_id=node_id, trigger="startup", result="loaded",
-            changed_fields=changed_fields(DEFAULT_SETTINGS, runtime.settings), error=None,
+            now_ms=runtime.clock_ms(),
+            node_id=node_id,
+            trigger="startup",
+            result="loaded",
+            changed_fields=changed_fields(DEFAULT_SETTINGS, runtime.settings),
+            error=None,
             config_path=str(runtime.layout.settings_file),
             config_mtime_ms=signature[0] // 1_000_000 if signature else None,
             generation=generation,
@@ -46,7 +52,11 @@ async def record_startup_settings(runtime: Runtime, executor: Executor, node_id:
 
 
 async def reload_configuration(
-    runtime: Runtime, executor: Executor, node_id: str, trigger: str, generation: int | None
+    runtime: Runtime,
+    executor: Executor,
+    node_id: str,
+    trigger: str,
+    generation: int | None,
 ) -> dict:
     """Load, validate and apply; record the outcome; return it."""
     signature = await executor.run(runtime.settings_signature)
@@ -54,13 +64,25 @@ async def reload_configuration(
         configuration = await executor.run(runtime.load_configuration)
     except ValidationError as error:
         changed, result, message = [], "rejected", str(error)
-        event(log, logging.WARNING, "settings.rejected", node_id=node_id,
-              trigger=trigger, error=message)
+        event(
+            log,
+            logging.WARNING,
+            "settings.rejected",
+            node_id=node_id,
+            trigger=trigger,
+            error=message,
+        )
     else:
         changed = runtime.apply_configuration(configuration)
         result, message = ("reloaded" if changed else "unchanged"), None
-        event(log, logging.INFO, f"settings.{result}", node_id=node_id, trigger=trigger,
-              changed_fields=",".join(changed) or None)
+        event(
+            log,
+            logging.INFO,
+            f"settings.{result}",
+            node_id=node_id,
+            trigger=trigger,
+            changed_fields=",".join(changed) or None,
+        )
     outcome = {
         "now_ms": runtime.clock_ms(),
         "node_id": node_id,
@@ -76,10 +98,17 @@ async def reload_configuration(
     if runtime.audit is not None:
         await executor.run(
             lambda: runtime.audit.append(
-                "runtime.settings.load", f"node:{node_id}", "runtime/settings", result,
-                details={"trigger": trigger, "changed_fields": changed,
-                         "changed_count": len(changed), "error": message,
-                         "generation": generation},
+                "runtime.settings.load",
+                f"node:{node_id}",
+                "runtime/settings",
+                result,
+                details={
+                    "trigger": trigger,
+                    "changed_fields": changed,
+                    "changed_count": len(changed),
+                    "error": message,
+                    "generation": generation,
+                },
             )
         )
     return outcome
@@ -112,6 +141,8 @@ async def settings_watcher_loop(
                     trigger = "file_changed"
             if trigger is not None:
                 signature = await executor.run(runtime.configuration_signature)
-                await reload_configuration(runtime, executor, node_id, trigger, generation)
+                await reload_configuration(
+                    runtime, executor, node_id, trigger, generation
+                )
         except Exception:
             log.exception("settings check failed; trying again next interval")

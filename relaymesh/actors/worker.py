@@ -57,9 +57,16 @@ async def execute_step(
     """
     step = assignment.step
     started = trio.current_time()
-    event(log, logging.INFO, "step.started", step_id=step.step_id,
-          agent=step.agent_id, attempt=step.attempt, epoch=step.lease_epoch,
-          worker=worker_id)
+    event(
+        log,
+        logging.INFO,
+        "step.started",
+        step_id=step.step_id,
+        agent=step.agent_id,
+        attempt=step.attempt,
+        epoch=step.lease_epoch,
+        worker=worker_id,
+    )
 
     def outcome(kind: str, output: str = "", error: str = "") -> StepOutcome:
         return StepOutcome(
@@ -104,8 +111,14 @@ async def execute_step(
     if scope.cancelled_caught:
         reason = running.cancel_reason or "cancelled"
         kind = AttemptOutcome.ABANDONED if running.lost else AttemptOutcome.CANCELLED
-        event(log, logging.WARNING, "step.stopped", step_id=step.step_id,
-              reason=reason, elapsed_ms=elapsed_ms)
+        event(
+            log,
+            logging.WARNING,
+            "step.stopped",
+            step_id=step.step_id,
+            reason=reason,
+            elapsed_ms=elapsed_ms,
+        )
         return outcome(kind, error=reason)
     if result is None:
         return outcome(AttemptOutcome.FAILED, error=crash)
@@ -118,7 +131,9 @@ async def execute_step(
                 " (payloadMaxBytes)",
             )
         return outcome(AttemptOutcome.SUCCESS, output=result.output)
-    return outcome(AttemptOutcome(result.outcome), output=result.output, error=result.error)
+    return outcome(
+        AttemptOutcome(result.outcome), output=result.output, error=result.error
+    )
 
 
 async def worker_loop(

@@ -30,7 +30,9 @@ LEASE_EPOCH_VARIABLE = "RELAYMESH_LEASE_EPOCH"
 PROC = Path("/proc")
 
 
-def find_attempt_processes(step_id: str, lease_epoch: int, proc: Path = PROC) -> list[int]:
+def find_attempt_processes(
+    step_id: str, lease_epoch: int, proc: Path = PROC
+) -> list[int]:
     """Pids whose environment names this attempt (step id and lease epoch)."""
     wanted = {
         f"{STEP_VARIABLE}={step_id}".encode(),
@@ -68,7 +70,9 @@ def stop_attempt_processes(
     for group in groups:
         _signal_group(group, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and find_attempt_processes(step_id, lease_epoch, proc):
+    while time.monotonic() < deadline and find_attempt_processes(
+        step_id, lease_epoch, proc
+    ):
         time.sleep(0.05)
     for group in groups:
         _signal_group(group, signal.SIGKILL)

@@ -58,8 +58,8 @@ from pathlib import Path
 
 import trio
 
-from relaymesh.agents.orphans import LEASE_EPOCH_VARIABLE
 from relaymesh.agents.base import AgentResult, StepContext, agent_stdin
+from relaymesh.agents.orphans import LEASE_EPOCH_VARIABLE
 from relaymesh.errors import ValidationError
 
 __all__ = [

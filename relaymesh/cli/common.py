@@ -17,5 +17,7 @@ def open_runtime(args: argparse.Namespace, *, read_only: bool = False) -> Runtim
     """
     runtime = Runtime.open(resolve_root(args.root), must_exist=True, lenient=read_only)
     for error in runtime.configuration_errors:
-        sys.stderr.write(f"relaymesh: warning: {error} (using defaults for this command)\n")
+        sys.stderr.write(
+            f"relaymesh: warning: {error} (using defaults for this command)\n"
+        )
     return runtime

@@ -16,26 +16,34 @@ from relaymesh.errors import NotFoundError, ValidationError
 
 def register(commands, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
-        "replay", parents=[common],
+        "replay",
+        parents=[common],
         help="run a dead-lettered or cancelled task again from its failed steps",
     )
     parser.add_argument("task_id")
-    parser.add_argument("--dry-run", action="store_true", help="say what would be replayed")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say what would be replayed"
+    )
     parser.set_defaults(handler=run_replay)
 
     parser = commands.add_parser(
         "replay-batch", parents=[common], help="replay many tasks of one status"
     )
     parser.add_argument(
-        "--status", type=str.upper, choices=("DEAD_LETTER", "CANCELLED"),
+        "--status",
+        type=str.upper,
+        choices=("DEAD_LETTER", "CANCELLED"),
         default="DEAD_LETTER",
     )
     parser.add_argument("--limit", type=integer_in(1, 100_000), default=100)
-    parser.add_argument("--dry-run", action="store_true", help="say what would be replayed")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say what would be replayed"
+    )
     parser.set_defaults(handler=run_replay_batch)
 
     parser = commands.add_parser(
-        "dead-export", parents=[common],
+        "dead-export",
+        parents=[common],
         help="write dead-lettered steps with their attempts to a JSON file",
     )
     parser.add_argument("--out", required=True, help="output file ('-' for stdout)")
@@ -43,17 +51,24 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run_dead_export)
 
     parser = commands.add_parser(
-        "purge", parents=[common],
+        "purge",
+        parents=[common],
         help="delete finished tasks, old bus files and expired idempotency records",
     )
     parser.add_argument("--done-retention-days", type=days, default=7.0)
     parser.add_argument("--dead-retention-days", type=days, default=7.0)
     parser.add_argument(
-        "--idempotency-ttl-days", type=days, default=None,
+        "--idempotency-ttl-days",
+        type=days,
+        default=None,
         help="default: idempotencyTtlDays from the settings",
     )
-    parser.add_argument("--conflict-retention-days", type=days, default=30.0,
-                        help="keep lease conflict rows this long")
+    parser.add_argument(
+        "--conflict-retention-days",
+        type=days,
+        default=30.0,
+        help="keep lease conflict rows this long",
+    )
     parser.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     parser.set_defaults(handler=run_purge)
 
@@ -118,7 +133,9 @@ def run_dead_export(args: argparse.Namespace, out: Output) -> int:
             f"cannot write --out {target}: a part of its folder path is a file"
         ) from None
     except OSError as error:
-        raise ValidationError(f"cannot write --out {target}: {error.strerror}") from None
+        raise ValidationError(
+            f"cannot write --out {target}: {error.strerror}"
+        ) from None
     document = {"exported": len(letters), "outputPath": str(target.resolve())}
     out.document(document, f"exported {len(letters)} dead letters to {target}")
     return 0
@@ -146,5 +163,3 @@ def run_purge(args: argparse.Namespace, out: Output) -> int:
     )
     out.document(document, summary)
     return 0
-
-

@@ -15,7 +15,8 @@ HOUR_MS = 3_600_000
 
 def register(commands, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
-        "lease-conflicts", parents=[common],
+        "lease-conflicts",
+        parents=[common],
         help="refused fenced writes, with expected and actual owner, token, epoch",
     )
     parser.add_argument("--limit", type=integer_in(1, 100_000), default=100)
@@ -23,7 +24,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run_lease_conflicts)
 
     parser = commands.add_parser(
-        "ownership-events", parents=[common],
+        "ownership-events",
+        parents=[common],
         help="timeline of claims, hand-backs, reclaims and conflicts",
     )
     parser.add_argument("--limit", type=integer_in(1, 100_000), default=100)
@@ -36,7 +38,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--hours", type=integer_in(1, 87_600), default=24)
     parser.add_argument("--limit", type=integer_in(10, 1_000_000), default=5000)
     parser.add_argument(
-        "--out", help="report file (default: <root>/reports/lease-conflicts-manual.json)"
+        "--out",
+        help="report file (default: <root>/reports/lease-conflicts-manual.json)",
     )
     parser.set_defaults(handler=run_lease_report)
 
@@ -45,8 +48,19 @@ def run_lease_conflicts(args: argparse.Namespace, out: Output) -> int:
     runtime = open_runtime(args, read_only=True)
     since = runtime.clock_ms() - args.since_hours * HOUR_MS
     rows = runtime.store.lease_conflicts(since, args.limit)
-    out.rows(rows, ["occurredAtMs", "eventType", "stepId", "workerId", "expectedLeaseEpoch",
-                    "actualStatus", "actualLeaseOwner", "actualLeaseEpoch"])
+    out.rows(
+        rows,
+        [
+            "occurredAtMs",
+            "eventType",
+            "stepId",
+            "workerId",
+            "expectedLeaseEpoch",
+            "actualStatus",
+            "actualLeaseOwner",
+            "actualLeaseEpoch",
+        ],
+    )
     return 0
 
 
@@ -54,13 +68,19 @@ def run_ownership_events(args: argparse.Namespace, out: Output) -> int:
     runtime = open_runtime(args, read_only=True)
     since = runtime.clock_ms() - args.since_hours * HOUR_MS
     rows = runtime.store.ownership_events(since, args.limit)
-    out.rows(rows, ["occurredAtMs", "action", "nodeId", "stepId", "leaseEpoch", "source"])
+    out.rows(
+        rows, ["occurredAtMs", "action", "nodeId", "stepId", "leaseEpoch", "source"]
+    )
     return 0
 
 
 def run_lease_report(args: argparse.Namespace, out: Output) -> int:
     runtime = open_runtime(args)
-    path = Path(args.out) if args.out else runtime.layout.reports / "lease-conflicts-manual.json"
+    path = (
+        Path(args.out)
+        if args.out
+        else runtime.layout.reports / "lease-conflicts-manual.json"
+    )
     if path.is_dir():
         raise ValidationError(f"--out {path} is a folder; give a file name")
     report = runtime.write_lease_report(path, args.hours, args.limit)

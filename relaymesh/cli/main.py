@@ -23,8 +23,9 @@ def build_parser() -> ArgumentParser:
     )
     common = ArgumentParser(add_help=False)
     add_common(common)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND",
-                                     parser_class=ArgumentParser)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=ArgumentParser
+    )
     tasks.register(commands, common)
     dead.register(commands, common)
     operations.register(commands, common)

@@ -19,17 +19,22 @@ from relaymesh.store import CANCEL_MODES, Store
 
 def register(commands, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
-        "cancel", parents=[common],
+        "cancel",
+        parents=[common],
         help="cancel a task: soft lets running steps finish, hard stops them too",
     )
     parser.add_argument("task_id")
     parser.add_argument("--mode", type=str.lower, choices=CANCEL_MODES, default="hard")
-    parser.add_argument("--reason", default="cancelled by operator",
-                        help="recorded as the task's last error")
+    parser.add_argument(
+        "--reason",
+        default="cancelled by operator",
+        help="recorded as the task's last error",
+    )
     parser.set_defaults(handler=run_cancel)
 
     parser = commands.add_parser(
-        "task-export", parents=[common],
+        "task-export",
+        parents=[common],
         help="write a task with steps, attempts, messages, payloads and audit events",
     )
     parser.add_argument("task_id")
@@ -79,7 +84,9 @@ def run_task_export(args: argparse.Namespace, out: Output) -> int:
             f"cannot write --out {target}: a part of its folder path is a file"
         ) from None
     except OSError as error:
-        raise ValidationError(f"cannot write --out {target}: {error.strerror}") from None
+        raise ValidationError(
+            f"cannot write --out {target}: {error.strerror}"
+        ) from None
     summary = {
         "taskId": args.task_id,
         "exported": True,
@@ -94,17 +101,21 @@ def run_task_export(args: argparse.Namespace, out: Output) -> int:
 
 def register_settings(commands, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
-        "reload-settings", parents=[common],
+        "reload-settings",
+        parents=[common],
         help="validate the settings file and make running nodes reload it",
     )
     parser.add_argument(
-        "--wait-ms", type=integer_in(0, 600_000), default=5000,
+        "--wait-ms",
+        type=integer_in(0, 600_000),
+        default=5000,
         help="how long to wait for every live node to report its reload",
     )
     parser.set_defaults(handler=run_reload_settings)
 
     parser = commands.add_parser(
-        "settings-history", parents=[common],
+        "settings-history",
+        parents=[common],
         help="the latest settings loads and what each changed",
     )
     parser.add_argument("--limit", type=integer_in(1, 10_000), default=20)
@@ -122,7 +133,8 @@ def run_reload_settings(args: argparse.Namespace, out: Output) -> int:
         member["nodeId"]
         for member in runtime.store.members()
         if member["status"] == "ALIVE"
-        and runtime.clock_ms() - member["lastHeartbeatMs"] < runtime.settings.lease_timeout_ms
+        and runtime.clock_ms() - member["lastHeartbeatMs"]
+        < runtime.settings.lease_timeout_ms
     ]
     deadline = time.monotonic() + args.wait_ms / 1000
     reports: dict[str, dict] = {}
@@ -160,9 +172,15 @@ def _record_rejected_reload(args: argparse.Namespace, error: ValidationError) ->
     store = Store(layout.database)
     try:
         store.record_settings_load(
-            now_ms=wall_clock_ms(), node_id="cli", trigger="reload_request",
-            result="rejected", changed_fields=[], error=str(error),
-            config_path=str(layout.settings_file), config_mtime_ms=None, generation=None,
+            now_ms=wall_clock_ms(),
+            node_id="cli",
+            trigger="reload_request",
+            result="rejected",
+            changed_fields=[],
+            error=str(error),
+            config_path=str(layout.settings_file),
+            config_mtime_ms=None,
+            generation=None,
         )
     finally:
         store.close()
@@ -170,5 +188,7 @@ def _record_rejected_reload(args: argparse.Namespace, error: ValidationError) ->
 
 def run_settings_history(args: argparse.Namespace, out: Output) -> int:
     rows = open_runtime(args, read_only=True).store.settings_history(args.limit)
-    out.rows(rows, ["loadedAtMs", "nodeId", "trigger", "result", "changedFields", "error"])
+    out.rows(
+        rows, ["loadedAtMs", "nodeId", "trigger", "result", "changedFields", "error"]
+    )
     return 0

@@ -78,4 +78,6 @@ def _local_time(epoch_ms: int) -> str:
     import time
 
     seconds, millis = divmod(epoch_ms, 1000)
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{millis:03d}"
+    return (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{millis:03d}"
+    )

@@ -48,20 +48,27 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-id", type=node_id, required=True)
     parser.add_argument("--workers", type=integer_in(1, 1024), default=4)
     parser.add_argument(
-        "--graceful-timeout-ms", type=integer_in(0, 3_600_000), default=None,
+        "--graceful-timeout-ms",
+        type=integer_in(0, 3_600_000),
+        default=None,
         help="how long running steps may finish after SIGINT/SIGTERM"
         " (default: gracefulTimeoutMs from the settings)",
     )
     parser.add_argument(
-        "--metrics-port", type=integer_in(0, 65535), default=None,
+        "--metrics-port",
+        type=integer_in(0, 65535),
+        default=None,
         help="serve Prometheus metrics on this port (0: any free port; default: off)",
     )
     parser.add_argument(
-        "--metrics-host", default="127.0.0.1",
+        "--metrics-host",
+        default="127.0.0.1",
         help="address for --metrics-port (default 127.0.0.1, this host only)",
     )
     parser.add_argument(
-        "--settings-reload-ms", type=integer_in(0, 86_400_000), default=10_000,
+        "--settings-reload-ms",
+        type=integer_in(0, 86_400_000),
+        default=10_000,
         help="how often to check the settings file for changes (0: only on"
         " 'reload-settings')",
     )
@@ -72,21 +79,32 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--once", action="store_true", help="run one round and exit")
     parser.add_argument(
-        "--until-idle", action="store_true",
+        "--until-idle",
+        action="store_true",
         help="loop until a round finds no work, then exit",
     )
-    parser.add_argument("--node-id", type=node_id, default=None,
-                        help="lease owner name (default: worker-<host>-<pid>)")
-    parser.add_argument("--interval-ms", type=integer_in(0, 3_600_000), default=1000,
-                        help="pause after a round that found no work")
+    parser.add_argument(
+        "--node-id",
+        type=node_id,
+        default=None,
+        help="lease owner name (default: worker-<host>-<pid>)",
+    )
+    parser.add_argument(
+        "--interval-ms",
+        type=integer_in(0, 3_600_000),
+        default=1000,
+        help="pause after a round that found no work",
+    )
     parser.set_defaults(handler=run_worker, log_default="warning")
 
     parser = commands.add_parser(
-        "demo", parents=[common],
+        "demo",
+        parents=[common],
         help="run the line-count example workflow on a node and print its report",
     )
     parser.add_argument(
-        "--target", default=None,
+        "--target",
+        default=None,
         help="folder whose Python files are counted (default: the relaymesh package)",
     )
     parser.add_argument("--workers", type=integer_in(1, 64), default=4)
@@ -104,21 +122,28 @@ def run_node(args: argparse.Namespace, out: Output) -> int:
     if args.graceful_timeout_ms is not None:
         runtime.overrides["graceful_timeout_ms"] = args.graceful_timeout_ms
         runtime.settings = runtime.settings.with_overrides(**runtime.overrides)
-    node = Node(runtime, ThreadExecutor(), args.node_id, workers=args.workers,
-                address=socket.gethostname(),
-                settings_reload_ms=args.settings_reload_ms,
-                early_signals=early_signals,
-                metrics_address=(
-                    (args.metrics_host, args.metrics_port)
-                    if args.metrics_port is not None
-                    else None
-                ))
+    node = Node(
+        runtime,
+        ThreadExecutor(),
+        args.node_id,
+        workers=args.workers,
+        address=socket.gethostname(),
+        settings_reload_ms=args.settings_reload_ms,
+        early_signals=early_signals,
+        metrics_address=(
+            (args.metrics_host, args.metrics_port)
+            if args.metrics_port is not None
+            else None
+        ),
+    )
     trio.run(node.run)
     # The node has stopped; a late signal must not cut the summary short.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     runtime.close()
-    out.document({"nodeId": args.node_id, "stopped": True}, f"node {args.node_id} stopped")
+    out.document(
+        {"nodeId": args.node_id, "stopped": True}, f"node {args.node_id} stopped"
+    )
     return 0
 
 
@@ -133,9 +158,15 @@ def run_worker(args: argparse.Namespace, out: Output) -> int:
         selector = TierSelector(runtime.settings.max_consecutive_high)
         stop = trio.Event()
         while True:
-            summary = await run_round(runtime, executor, owner, worker_id, selector, stop)
+            summary = await run_round(
+                runtime, executor, owner, worker_id, selector, stop
+            )
             print(json.dumps(summary), flush=True)
-            if args.once or stop.is_set() or (args.until_idle and not summary["processed"]):
+            if (
+                args.once
+                or stop.is_set()
+                or (args.until_idle and not summary["processed"])
+            ):
                 return 0
             if not summary["processed"]:
                 await trio.sleep(args.interval_ms / 1000)
@@ -203,7 +234,9 @@ def run_demo(args: argparse.Namespace, out: Output) -> int:
     return 0 if view["status"] == "SUCCESS" else 1
 
 
-async def _demo_run(runtime: Runtime, workflow_file: Path, workers: int, timeout_s: int) -> dict:
+async def _demo_run(
+    runtime: Runtime, workflow_file: Path, workers: int, timeout_s: int
+) -> dict:
     executor = ThreadExecutor()
     node = Node(runtime, executor, "demo-node", workers=workers)
     async with trio.open_nursery() as nursery:
@@ -217,11 +250,15 @@ async def _demo_run(runtime: Runtime, workflow_file: Path, workers: int, timeout
     return view
 
 
-async def _run_node_without_signals(node: Node, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def _run_node_without_signals(
+    node: Node, task_status=trio.TASK_STATUS_IGNORED
+) -> None:
     await node.run(handle_signals=False, task_status=task_status)
 
 
-async def _wait_for_task(runtime: Runtime, executor, task_id: str, timeout_s: int) -> dict:
+async def _wait_for_task(
+    runtime: Runtime, executor, task_id: str, timeout_s: int
+) -> dict:
     """Poll the task until it finishes, showing progress on a terminal."""
     from rich.progress import Progress
 

@@ -58,7 +58,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("task_id")
     parser.add_argument(
-        "--output", metavar="STEP",
+        "--output",
+        metavar="STEP",
         help="print only the raw output of this step (its id in the workflow,"
         " or 'main' for a task made by submit)",
     )
@@ -82,7 +83,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run_stats)
 
     parser = commands.add_parser(
-        "health", parents=[common],
+        "health",
+        parents=[common],
         help="check store, folders, disk space, queue lag and (with --node-id) a node",
     )
     parser.add_argument("--node-id", help="also check this node's membership row")
@@ -96,7 +98,9 @@ def run_init(args: argparse.Namespace, out: Output) -> int:
     runtime = Runtime.open(resolve_root(args.root))
     runtime.close()
     root = str(runtime.layout.root)
-    out.document({"root": root, "initialized": True}, f"Initialized RelayMesh at: {root}")
+    out.document(
+        {"root": root, "initialized": True}, f"Initialized RelayMesh at: {root}"
+    )
     return 0
 
 
@@ -140,7 +144,9 @@ def _read_input(args: argparse.Namespace) -> str:
 
 def _submit_document(result) -> dict:
     message = (
-        "task deduplicated by idempotency key" if result.deduplicated else "task submitted"
+        "task deduplicated by idempotency key"
+        if result.deduplicated
+        else "task submitted"
     )
     return {
         "taskId": result.task_id,
@@ -172,7 +178,9 @@ def run_submit_workflow(args: argparse.Namespace, out: Output) -> int:
 def _require_task(runtime: Runtime, task_id: str) -> dict:
     view = runtime.store.task_view(task_id)
     if view is None:
-        raise NotFoundError(f"task {task_id!r} not found (list tasks with 'relaymesh tasks')")
+        raise NotFoundError(
+            f"task {task_id!r} not found (list tasks with 'relaymesh tasks')"
+        )
     return view
 
 
@@ -180,7 +188,9 @@ def run_task(args: argparse.Namespace, out: Output) -> int:
     view = _require_task(open_runtime(args, read_only=True), args.task_id)
     if args.output is not None:
         names = [step["name"] for step in view["steps"]]
-        step = next((step for step in view["steps"] if step["name"] == args.output), None)
+        step = next(
+            (step for step in view["steps"] if step["name"] == args.output), None
+        )
         if step is None:
             raise NotFoundError(
                 f"task {args.task_id} has no step {args.output!r} (steps: {', '.join(names)})"
@@ -199,8 +209,11 @@ def run_task(args: argparse.Namespace, out: Output) -> int:
         print(f"last error: {view['lastError']}")
     if view["resultPayload"] is not None:
         print(f"result: {view['resultPayload'][:2000]}")
-    out.rows(view["steps"], ["name", "agentId", "status", "attempt", "dependsOn",
-                             "blockedBy", "lastError"], title="steps")
+    out.rows(
+        view["steps"],
+        ["name", "agentId", "status", "attempt", "dependsOn", "blockedBy", "lastError"],
+        title="steps",
+    )
     rows = [
         {
             "step": step["name"],
@@ -215,8 +228,11 @@ def run_task(args: argparse.Namespace, out: Output) -> int:
         for step in view["steps"]
         for attempt in step["attempts"]
     ]
-    out.rows(rows, ["step", "attempt", "node", "outcome", "duration ms", "error"],
-             title="attempts")
+    out.rows(
+        rows,
+        ["step", "attempt", "node", "outcome", "duration ms", "error"],
+        title="attempts",
+    )
     return 0
 
 
@@ -230,26 +246,50 @@ def run_tasks(args: argparse.Namespace, out: Output) -> int:
 def run_workflow(args: argparse.Namespace, out: Output) -> int:
     view = _require_task(open_runtime(args, read_only=True), args.task_id)
     steps = [
-        {key: step[key] for key in (
-            "stepId", "name", "agentId", "status", "attempt", "priority", "enqueued",
-            "blockedBy", "dependsOn", "leaseOwner", "lastError", "createdAtMs",
-            "updatedAtMs", "attempts",
-        )}
+        {
+            key: step[key]
+            for key in (
+                "stepId",
+                "name",
+                "agentId",
+                "status",
+                "attempt",
+                "priority",
+                "enqueued",
+                "blockedBy",
+                "dependsOn",
+                "leaseOwner",
+                "lastError",
+                "createdAtMs",
+                "updatedAtMs",
+                "attempts",
+            )
+        }
         for step in view["steps"]
     ]
     document = {
-        "task": {key: view[key] for key in (
-            "taskId", "kind", "status", "traceId", "lastError", "createdAtMs",
-            "updatedAtMs",
-        )},
+        "task": {
+            key: view[key]
+            for key in (
+                "taskId",
+                "kind",
+                "status",
+                "traceId",
+                "lastError",
+                "createdAtMs",
+                "updatedAtMs",
+            )
+        },
         "steps": steps,
     }
     if out.json:
         out.document(document)
         return 0
     print(f"workflow {view['taskId']}  {view['status']}")
-    out.rows(steps, ["name", "agentId", "status", "attempt", "dependsOn", "blockedBy",
-                     "lastError"])
+    out.rows(
+        steps,
+        ["name", "agentId", "status", "attempt", "dependsOn", "blockedBy", "lastError"],
+    )
     return 0
 
 
@@ -259,7 +299,9 @@ def run_stats(args: argparse.Namespace, out: Output) -> int:
         out.document(stats)
         return 0
     for group in ("taskStatus", "stepStatus", "messageState"):
-        counts = ", ".join(f"{key} {value}" for key, value in sorted(stats[group].items()))
+        counts = ", ".join(
+            f"{key} {value}" for key, value in sorted(stats[group].items())
+        )
         print(f"{group}: {counts or 'none'}")
     for key, value in stats.items():
         if not isinstance(value, dict):
@@ -272,7 +314,9 @@ def run_health(args: argparse.Namespace, out: Output) -> int:
     lines = [f"{'ok' if report['ok'] else 'UNHEALTHY'}"]
     for name, check in report["checks"].items():
         facts = ", ".join(
-            f"{key} {value}" for key, value in check.items() if key != "ok" and value != []
+            f"{key} {value}"
+            for key, value in check.items()
+            if key != "ok" and value != []
         )
         verdict = "ok" if check["ok"] else "FAIL"
         lines.append(f"  {name}: {verdict}  {facts}".rstrip())
@@ -282,8 +326,8 @@ def run_health(args: argparse.Namespace, out: Output) -> int:
 
 def run_members(args: argparse.Namespace, out: Output) -> int:
     runtime = open_runtime(args, read_only=True)
-    out.rows(runtime.store.members(), ["nodeId", "status", "pid", "lastHeartbeatMs",
-                                       "incarnation"])
+    out.rows(
+        runtime.store.members(),
+        ["nodeId", "status", "pid", "lastHeartbeatMs", "incarnation"],
+    )
     return 0
-
-

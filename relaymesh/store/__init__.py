@@ -6,11 +6,11 @@ is meant to be called through the executor seam from async code.
 """
 
 from relaymesh.store._base import StoreBase
-from relaymesh.store._conflicts import ConflictsMixin
 from relaymesh.store._cancel import CANCEL_MODES, CancelMixin, CancelResult
+from relaymesh.store._conflicts import ConflictsMixin
 from relaymesh.store._leases import LeaseMixin
-from relaymesh.store._operations import OperationsMixin, PurgeResult, ReplayResult
 from relaymesh.store._metrics import MetricsMixin
+from relaymesh.store._operations import OperationsMixin, PurgeResult, ReplayResult
 from relaymesh.store._queries import QueriesMixin
 from relaymesh.store._settings import SettingsMixin
 from relaymesh.store._submit import PreparedStep, PreparedTask, SubmitMixin

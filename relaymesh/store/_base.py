@@ -51,7 +51,9 @@ class StoreBase:
                 (str(SCHEMA_VERSION),),
             )
 
-    def add_counter(self, name: str, amount: float, now_ms: int, labels: str = "") -> None:
+    def add_counter(
+        self, name: str, amount: float, now_ms: int, labels: str = ""
+    ) -> None:
         with self._tx() as db:
             self._bump_counter(db, name, now_ms, amount, labels)
 
@@ -68,7 +70,12 @@ class StoreBase:
     # Helpers run inside a transaction ------------------------------------
 
     def _bump_counter(
-        self, db: sqlite3.Connection, name: str, now_ms: int, amount: float = 1, labels: str = ""
+        self,
+        db: sqlite3.Connection,
+        name: str,
+        now_ms: int,
+        amount: float = 1,
+        labels: str = "",
     ) -> None:
         db.execute(
             "INSERT INTO durable_counters(name, labels, value, updated_at_ms)"
@@ -282,7 +289,9 @@ class StoreBase:
                 " finished_at_ms = ?, updated_at_ms = ? WHERE task_id = ?",
                 (new, result, new, error, finished, now_ms, task_id),
             )
-        self._update_idempotency(db, task["idempotency_key"], task_id, new, result, now_ms)
+        self._update_idempotency(
+            db, task["idempotency_key"], task_id, new, result, now_ms
+        )
         return new
 
     def _update_idempotency(
@@ -295,7 +304,9 @@ class StoreBase:
         now_ms: int,
     ) -> None:
         processed = now_ms if status in TERMINAL_TASK_STATES else None
-        digest = hashlib.sha256(result.encode()).hexdigest() if result is not None else None
+        digest = (
+            hashlib.sha256(result.encode()).hexdigest() if result is not None else None
+        )
         db.execute(
             "UPDATE idempotency SET status = ?, result_hash = ?,"
             " result_hash_algo = CASE WHEN ? IS NULL THEN NULL ELSE 'sha256' END,"

@@ -17,7 +17,12 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from relaymesh.fsm import TERMINAL_TASK_STATES, AttemptOutcome, TaskState, check_task_change
+from relaymesh.fsm import (
+    TERMINAL_TASK_STATES,
+    AttemptOutcome,
+    TaskState,
+    check_task_change,
+)
 
 CANCEL_MODES = ("soft", "hard")
 
@@ -31,12 +36,16 @@ class CancelResult:
     step_rows: int = 0
     message_rows: int = 0
     still_running: list[str] = field(default_factory=list)
-    queued_files: list[tuple[str, str]] = field(default_factory=list)  # (priority, name)
+    queued_files: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (priority, name)
     trace_id: str | None = None
 
 
 class CancelMixin:
-    def cancel_task(self, task_id: str, mode: str, reason: str, now_ms: int) -> CancelResult:
+    def cancel_task(
+        self, task_id: str, mode: str, reason: str, now_ms: int
+    ) -> CancelResult:
         if mode not in CANCEL_MODES:
             raise ValueError(f"cancel mode must be soft or hard, not {mode!r}")
         with self._tx() as db:
@@ -53,18 +62,29 @@ class CancelMixin:
             return CancelResult(task_id, False, mode, "task not found")
         if task["status"] in TERMINAL_TASK_STATES:
             return CancelResult(
-                task_id, False, mode,
+                task_id,
+                False,
+                mode,
                 f"task is already {task['status']}; only unfinished tasks can be cancelled",
             )
         check_task_change(TaskState(task["status"]), TaskState.CANCELLED)
 
-        states = ("PENDING", "RETRYING", "RUNNING") if mode == "hard" else ("PENDING", "RETRYING")
+        states = (
+            ("PENDING", "RETRYING", "RUNNING")
+            if mode == "hard"
+            else ("PENDING", "RETRYING")
+        )
         marks = ", ".join("?" for _ in states)
         if mode == "hard":
             db.execute(
                 "UPDATE step_attempts SET ended_at_ms = ?, outcome = ?, error = ?"
                 " WHERE task_id = ? AND outcome IS NULL",
-                (now_ms, AttemptOutcome.CANCELLED, f"cancelled (hard): {reason}", task_id),
+                (
+                    now_ms,
+                    AttemptOutcome.CANCELLED,
+                    f"cancelled (hard): {reason}",
+                    task_id,
+                ),
             )
         step_rows = db.execute(
             f"UPDATE steps SET status = 'CANCELLED', lease_owner = NULL,"
@@ -105,6 +125,8 @@ class CancelMixin:
             step_rows=step_rows,
             message_rows=message_rows,
             still_running=[row["name"] for row in running],
-            queued_files=[(row["priority"].lower(), row["file_name"]) for row in queued],
+            queued_files=[
+                (row["priority"].lower(), row["file_name"]) for row in queued
+            ],
             trace_id=task["trace_id"],
         )

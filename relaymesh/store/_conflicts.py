@@ -59,7 +59,9 @@ class ConflictsMixin:
             "sample": rows[:20],
         }
 
-    def claim_report_slot(self, kind: str, bucket: str, node_id: str, now_ms: int) -> bool:
+    def claim_report_slot(
+        self, kind: str, bucket: str, node_id: str, now_ms: int
+    ) -> bool:
         """True for exactly one caller per (kind, bucket) across all processes."""
         with self._tx() as db:
             inserted = db.execute(
@@ -136,7 +138,9 @@ class ConflictsMixin:
         events.sort(key=lambda item: item["occurredAtMs"], reverse=True)
         return events[:limit]
 
-    def purge_conflicts(self, before_ms: int, now_ms: int, dry_run: bool = False) -> int:
+    def purge_conflicts(
+        self, before_ms: int, now_ms: int, dry_run: bool = False
+    ) -> int:
         """Delete conflict rows and settings history older than `before_ms`.
 
         Report claims are kept for two days whatever the retention, so a
@@ -145,13 +149,20 @@ class ConflictsMixin:
         """
         with self._read() as db:
             count = db.execute(
-                "SELECT COUNT(*) FROM lease_conflicts WHERE occurred_at_ms < ?", (before_ms,)
+                "SELECT COUNT(*) FROM lease_conflicts WHERE occurred_at_ms < ?",
+                (before_ms,),
             ).fetchone()[0]
         if dry_run:
             return count
         claims_before = min(before_ms, now_ms - 2 * 24 * HOUR_MS)
         with self._tx() as db:
-            db.execute("DELETE FROM lease_conflicts WHERE occurred_at_ms < ?", (before_ms,))
-            db.execute("DELETE FROM settings_history WHERE loaded_at_ms < ?", (before_ms,))
-            db.execute("DELETE FROM report_runs WHERE created_at_ms < ?", (claims_before,))
+            db.execute(
+                "DELETE FROM lease_conflicts WHERE occurred_at_ms < ?", (before_ms,)
+            )
+            db.execute(
+                "DELETE FROM settings_history WHERE loaded_at_ms < ?", (before_ms,)
+            )
+            db.execute(
+                "DELETE FROM report_runs WHERE created_at_ms < ?", (claims_before,)
+            )
         return count

@@ -52,7 +52,11 @@ class LeaseMixin:
             for file in files:
                 if file.envelope is None:
                     rejected.append(
-                        ClaimRejection(file.path, msg_id_from_file_name(file.path.name), "malformed")
+                        ClaimRejection(
+                            file.path,
+                            msg_id_from_file_name(file.path.name),
+                            "malformed",
+                        )
                     )
                     continue
                 result = self._claim_one(db, file, owner, worker_id, now_ms)
@@ -233,7 +237,9 @@ class LeaseMixin:
             return self._commit_failure(db, outcome, now_ms, policy_for, rng)
         # Lease lost or attempt cancelled: the step belongs to someone else
         # now, so only the attempt's own history row is written.
-        self._end_attempt(db, outcome.step_id, outcome.lease_epoch, kind, outcome.error, now_ms)
+        self._end_attempt(
+            db, outcome.step_id, outcome.lease_epoch, kind, outcome.error, now_ms
+        )
         self._settle_message(db, outcome.step_id, outcome.lease_epoch, "DEAD", now_ms)
         return CommitResult(outcome.step_id, False, None, None, "dead", message=kind)
 
@@ -301,7 +307,12 @@ class LeaseMixin:
         if not applied:
             return self._refuse(db, outcome, "success_commit_conflict", now_ms)
         self._end_attempt(
-            db, outcome.step_id, outcome.lease_epoch, AttemptOutcome.SUCCESS, None, now_ms
+            db,
+            outcome.step_id,
+            outcome.lease_epoch,
+            AttemptOutcome.SUCCESS,
+            None,
+            now_ms,
         )
         self._settle_message(db, outcome.step_id, outcome.lease_epoch, "DONE", now_ms)
         step = db.execute(
@@ -370,7 +381,12 @@ class LeaseMixin:
         if not applied:
             return self._refuse(db, outcome, "failure_commit_conflict", now_ms)
         self._end_attempt(
-            db, outcome.step_id, outcome.lease_epoch, AttemptOutcome(outcome.outcome), error, now_ms
+            db,
+            outcome.step_id,
+            outcome.lease_epoch,
+            AttemptOutcome(outcome.outcome),
+            error,
+            now_ms,
         )
         self._settle_message(db, outcome.step_id, outcome.lease_epoch, "FAILED", now_ms)
         new_status = self._refresh_task(db, step["task_id"], now_ms, last_error=error)
@@ -385,7 +401,9 @@ class LeaseMixin:
         )
 
     def _task_cancelled(self, db: sqlite3.Connection, task_id: str) -> bool:
-        row = db.execute("SELECT status FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        row = db.execute(
+            "SELECT status FROM tasks WHERE task_id = ?", (task_id,)
+        ).fetchone()
         return row is not None and row["status"] == TaskState.CANCELLED
 
     def _cancel_finished_step(
@@ -407,7 +425,12 @@ class LeaseMixin:
         if not applied:
             return self._refuse(db, outcome, "failure_commit_conflict", now_ms)
         self._end_attempt(
-            db, outcome.step_id, outcome.lease_epoch, AttemptOutcome(outcome.outcome), error, now_ms
+            db,
+            outcome.step_id,
+            outcome.lease_epoch,
+            AttemptOutcome(outcome.outcome),
+            error,
+            now_ms,
         )
         self._settle_message(db, outcome.step_id, outcome.lease_epoch, "DEAD", now_ms)
         return CommitResult(
@@ -423,7 +446,12 @@ class LeaseMixin:
         now_ms: int,
     ) -> CommitResult:
         self._end_attempt(
-            db, outcome.step_id, outcome.lease_epoch, AttemptOutcome(outcome.outcome), error, now_ms
+            db,
+            outcome.step_id,
+            outcome.lease_epoch,
+            AttemptOutcome(outcome.outcome),
+            error,
+            now_ms,
         )
         self._settle_message(db, outcome.step_id, outcome.lease_epoch, "DEAD", now_ms)
         return self._dead_letter_followups(db, outcome.step_id, step, error, now_ms)
@@ -439,7 +467,9 @@ class LeaseMixin:
         """Block the dead step's dependants and dead-letter its task."""
         self._block_dependants(db, step_id, step["name"], now_ms)
         task_error = f"step '{step['name']}' dead-lettered after attempt {step['attempt']}: {error}"
-        new_status = self._refresh_task(db, step["task_id"], now_ms, last_error=task_error)
+        new_status = self._refresh_task(
+            db, step["task_id"], now_ms, last_error=task_error
+        )
         self._bump_counter(db, "dead_lettered_total", now_ms)
         return CommitResult(step_id, True, StepState.DEAD_LETTER, new_status, "dead")
 
@@ -459,7 +489,12 @@ class LeaseMixin:
         )
 
     def _settle_message(
-        self, db: sqlite3.Connection, step_id: str, lease_epoch: int, state: str, now_ms: int
+        self,
+        db: sqlite3.Connection,
+        step_id: str,
+        lease_epoch: int,
+        state: str,
+        now_ms: int,
     ) -> None:
         """Close the message that the attempt with `lease_epoch` was claimed from."""
         db.execute(
@@ -505,10 +540,16 @@ class LeaseMixin:
             if not applied:
                 return self._refuse(db, outcome, "release_conflict", now_ms)
             self._end_attempt(
-                db, lease.step_id, lease.lease_epoch, AttemptOutcome.CANCELLED,
-                "stopped at node shutdown; the task was cancelled", now_ms,
+                db,
+                lease.step_id,
+                lease.lease_epoch,
+                AttemptOutcome.CANCELLED,
+                "stopped at node shutdown; the task was cancelled",
+                now_ms,
             )
-            self._settle_message(db, lease.step_id, lease.lease_epoch, "CANCELLED", now_ms)
+            self._settle_message(
+                db, lease.step_id, lease.lease_epoch, "CANCELLED", now_ms
+            )
             return CommitResult(
                 lease.step_id, True, StepState.CANCELLED, TaskState.CANCELLED, "dead"
             )
@@ -524,8 +565,12 @@ class LeaseMixin:
         if not applied:
             return self._refuse(db, outcome, "release_conflict", now_ms)
         self._end_attempt(
-            db, lease.step_id, lease.lease_epoch, AttemptOutcome.RELEASED,
-            "released at node shutdown", now_ms,
+            db,
+            lease.step_id,
+            lease.lease_epoch,
+            AttemptOutcome.RELEASED,
+            "released at node shutdown",
+            now_ms,
         )
         claimed_from = db.execute(
             "SELECT m.created_at_ms FROM step_attempts AS a JOIN messages AS m"
@@ -533,11 +578,15 @@ class LeaseMixin:
             (lease.step_id, lease.lease_epoch),
         ).fetchone()
         self._settle_message(db, lease.step_id, lease.lease_epoch, "RELEASED", now_ms)
-        step = db.execute("SELECT * FROM steps WHERE step_id = ?", (lease.step_id,)).fetchone()
+        step = db.execute(
+            "SELECT * FROM steps WHERE step_id = ?", (lease.step_id,)
+        ).fetchone()
         queued_at = claimed_from["created_at_ms"] if claimed_from else now_ms
         envelope = self._new_message(db, step, queued_at, step["attempt"] + 1)
         status = self._refresh_task(db, step["task_id"], now_ms)
-        return CommitResult(lease.step_id, True, StepState.PENDING, status, "dead", [envelope])
+        return CommitResult(
+            lease.step_id, True, StepState.PENDING, status, "dead", [envelope]
+        )
 
     # Reclaims --------------------------------------------------------------
 
@@ -564,7 +613,9 @@ class LeaseMixin:
         results = []
         with self._tx() as db:
             for lease in leases:
-                results.append(self._reclaim_one(db, lease, reason, now_ms, policy_for, rng))
+                results.append(
+                    self._reclaim_one(db, lease, reason, now_ms, policy_for, rng)
+                )
         return results
 
     def _reclaim_one(
@@ -592,7 +643,9 @@ class LeaseMixin:
                 expected_owner=lease.lease_owner,
                 expected_epoch=lease.lease_epoch,
             )
-            return CommitResult(lease.step_id, False, None, None, "dead", message="moved on")
+            return CommitResult(
+                lease.step_id, False, None, None, "dead", message="moved on"
+            )
 
         policy = policy_for(step["agent_id"])
         error = f"{reason} (owner {lease.lease_owner}, lease epoch {lease.lease_epoch})"
@@ -621,10 +674,18 @@ class LeaseMixin:
                 (error, retry_at, now_ms, lease.step_id, lease.lease_epoch),
             )
         self._end_attempt(
-            db, lease.step_id, lease.lease_epoch, AttemptOutcome.ABANDONED, error, now_ms
+            db,
+            lease.step_id,
+            lease.lease_epoch,
+            AttemptOutcome.ABANDONED,
+            error,
+            now_ms,
         )
         self._settle_message(
-            db, lease.step_id, lease.lease_epoch, "DEAD" if dead or cancelled else "FAILED",
+            db,
+            lease.step_id,
+            lease.lease_epoch,
+            "DEAD" if dead or cancelled else "FAILED",
             now_ms,
         )
         self._bump_counter(db, "leases_reclaimed_total", now_ms)
@@ -637,5 +698,10 @@ class LeaseMixin:
         status = self._refresh_task(db, step["task_id"], now_ms, last_error=error)
         self._bump_counter(db, "retries_scheduled_total", now_ms)
         return CommitResult(
-            lease.step_id, True, StepState.RETRYING, status, "retry", next_retry_at_ms=retry_at
+            lease.step_id,
+            True,
+            StepState.RETRYING,
+            status,
+            "retry",
+            next_retry_at_ms=retry_at,
         )

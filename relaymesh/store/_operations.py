@@ -53,13 +53,17 @@ class OperationsMixin:
                     (now_ms, now_ms, step["step_id"]),
                 )
                 if updated.rowcount:
-                    envelopes.append(self._new_message(db, step, now_ms, step["attempt"] + 1))
+                    envelopes.append(
+                        self._new_message(db, step, now_ms, step["attempt"] + 1)
+                    )
                     self._refresh_task(db, step["task_id"], now_ms)
             return envelopes
 
     # Replay --------------------------------------------------------------
 
-    def replay_task(self, task_id: str, now_ms: int, dry_run: bool = False) -> ReplayResult:
+    def replay_task(
+        self, task_id: str, now_ms: int, dry_run: bool = False
+    ) -> ReplayResult:
         """Run a dead-lettered or cancelled task again from its failed steps.
 
         Every dead-lettered or cancelled step goes back to PENDING with a fresh
@@ -76,7 +80,9 @@ class OperationsMixin:
             result.envelopes = []
         return result
 
-    def _replay_in(self, db: sqlite3.Connection, task_id: str, now_ms: int) -> ReplayResult:
+    def _replay_in(
+        self, db: sqlite3.Connection, task_id: str, now_ms: int
+    ) -> ReplayResult:
         task = db.execute(
             "SELECT status FROM tasks WHERE task_id = ?", (task_id,)
         ).fetchone()
@@ -167,11 +173,13 @@ class OperationsMixin:
                 ).fetchall()
                 for row in rows:
                     paths = db.execute(
-                        "SELECT payload_path FROM steps WHERE task_id = ?", (row["task_id"],)
+                        "SELECT payload_path FROM steps WHERE task_id = ?",
+                        (row["task_id"],),
                     ).fetchall()
                     result.payload_paths.extend(path["payload_path"] for path in paths)
                     messages = db.execute(
-                        "SELECT msg_id FROM messages WHERE task_id = ?", (row["task_id"],)
+                        "SELECT msg_id FROM messages WHERE task_id = ?",
+                        (row["task_id"],),
                     ).fetchall()
                     result.msg_ids.extend(message["msg_id"] for message in messages)
                     db.execute("DELETE FROM tasks WHERE task_id = ?", (row["task_id"],))
@@ -179,7 +187,8 @@ class OperationsMixin:
                         "DELETE FROM step_attempts WHERE task_id = ?", (row["task_id"],)
                     )
                     result.idempotency_rows += db.execute(
-                        "DELETE FROM idempotency WHERE result_ref = ?", (row["task_id"],)
+                        "DELETE FROM idempotency WHERE result_ref = ?",
+                        (row["task_id"],),
                     ).rowcount
                 result.tasks = len(rows)
                 result.idempotency_rows += db.execute(

@@ -25,7 +25,9 @@ def _in_dependency_order(
 ) -> list[sqlite3.Row]:
     """Order steps so that each comes after its dependencies, by name within a level."""
     by_name = {step["name"]: step for step in steps}
-    remaining = {step["name"]: set(depends_on.get(step["step_id"], [])) for step in steps}
+    remaining = {
+        step["name"]: set(depends_on.get(step["step_id"], [])) for step in steps
+    }
     ordered = []
     while remaining:
         ready = sorted(name for name, deps in remaining.items() if not deps)
@@ -43,7 +45,9 @@ class QueriesMixin:
     def task_view(self, task_id: str) -> dict | None:
         """Return the task, each step with its dependencies, and every attempt."""
         with self._read() as db:
-            task = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            task = db.execute(
+                "SELECT * FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
             if task is None:
                 return None
             steps = db.execute(
@@ -191,13 +195,19 @@ class QueriesMixin:
 
     def counters(self) -> dict[tuple[str, str], float]:
         with self._read() as db:
-            rows = db.execute("SELECT name, labels, value FROM durable_counters").fetchall()
+            rows = db.execute(
+                "SELECT name, labels, value FROM durable_counters"
+            ).fetchall()
         return {(row["name"], row["labels"]): row["value"] for row in rows}
 
     def status_counts(self) -> dict[str, dict[str, int]]:
         with self._read() as db:
-            tasks = db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall()
-            steps = db.execute("SELECT status, COUNT(*) FROM steps GROUP BY status").fetchall()
+            tasks = db.execute(
+                "SELECT status, COUNT(*) FROM tasks GROUP BY status"
+            ).fetchall()
+            steps = db.execute(
+                "SELECT status, COUNT(*) FROM steps GROUP BY status"
+            ).fetchall()
             messages = db.execute(
                 "SELECT state, COUNT(*) FROM messages GROUP BY state"
             ).fetchall()

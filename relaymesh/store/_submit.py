@@ -29,7 +29,9 @@ class PreparedTask:
 
 
 class SubmitMixin:
-    def find_idempotent(self, key: str, now_ms: int, ttl_ms: int) -> SubmitResult | None:
+    def find_idempotent(
+        self, key: str, now_ms: int, ttl_ms: int
+    ) -> SubmitResult | None:
         """Return the live task recorded under `key`, or None if there is none."""
         with self._read() as db:
             return self._lookup_key(db, key, now_ms, ttl_ms)
@@ -109,7 +111,9 @@ class SubmitMixin:
                 " created_at_ms, updated_at_ms) VALUES (?, 'PENDING', ?, ?, ?)",
                 (task.idempotency_key, task.task_id, now_ms, now_ms),
             )
-            envelopes: list[Envelope] = self._dispatch_ready_steps(db, task.task_id, now_ms)
+            envelopes: list[Envelope] = self._dispatch_ready_steps(
+                db, task.task_id, now_ms
+            )
             self._bump_counter(db, "tasks_submitted_total", now_ms, labels=task.kind)
         return SubmitResult(
             task_id=task.task_id,

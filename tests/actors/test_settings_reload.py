@@ -94,6 +94,8 @@ async def test_new_script_agent_reaches_running_workers(
         )
         await wait_for(lambda: runtime.agents.get("hello") is not None)
         node.stop()
-    (row,) = [r for r in runtime.store.settings_history(10) if r["result"] == "reloaded"]
+    (row,) = [
+        r for r in runtime.store.settings_history(10) if r["result"] == "reloaded"
+    ]
     assert row["trigger"] == "file_changed"
     assert "agents/scripts.json" in row["changedFields"]

@@ -245,8 +245,17 @@ def test_reclaim_stops_script_left_by_killed_node(
         " print('done')"
     )
     (root / "agents" / "scripts.json").write_text(
-        json.dumps({"agents": [{"id": "stubborn", "command": [sys.executable, "-c", script],
-                                "timeoutMs": 120_000}]})
+        json.dumps(
+            {
+                "agents": [
+                    {
+                        "id": "stubborn",
+                        "command": [sys.executable, "-c", script],
+                        "timeoutMs": 120_000,
+                    }
+                ]
+            }
+        )
     )
     node_a = nodes.start("node-a")
     task_id = submit(root, "stubborn")
@@ -258,9 +267,13 @@ def test_reclaim_stops_script_left_by_killed_node(
     node_a.kill()
     try:
         nodes.wait_until(
-            lambda: view.task_status(task_id) == "SUCCESS", 20, "node-b to finish the task"
+            lambda: view.task_status(task_id) == "SUCCESS",
+            20,
+            "node-b to finish the task",
         )
-        nodes.wait_until(lambda: not _alive(orphan), 5, "the orphaned script to be stopped")
+        nodes.wait_until(
+            lambda: not _alive(orphan), 5, "the orphaned script to be stopped"
+        )
     finally:
         if _alive(orphan):
             os.kill(orphan, signal.SIGKILL)
