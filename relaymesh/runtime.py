@@ -412,6 +412,7 @@ class Runtime:
             f"task/{result.task_id}",
             "deduplicated",
             task_id=result.task_id,
+            trace_id=result.trace_id,
             details={"status": result.status, "idempotency_key": key},
         )
 

@@ -627,3 +627,34 @@ def test_failed_insert_removes_the_payload_files_it_wrote(driver, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         driver.runtime.submit("echo", "x")
     assert driver.files("payload") == []
+
+
+# Audit rows and conflict rows name the real actors --------------------------------
+
+
+def test_deduplicated_submit_audit_row_carries_the_task_trace_id(driver):
+    first = driver.runtime.submit("echo", "once", idempotency_key="k-trace")
+    driver.runtime.submit("echo", "once", idempotency_key="k-trace")
+    rows = [json.loads(line) for line in driver.runtime.audit.tail(2)]
+    submitted, deduplicated = rows
+    assert deduplicated["result"] == "deduplicated"
+    assert deduplicated["trace_id"] == submitted["trace_id"]
+    assert deduplicated["trace_id"] == first.trace_id
+    assert deduplicated["step_id"] is None
+
+
+def test_attempt_and_conflict_rows_name_the_worker_not_the_node(driver):
+    driver.runtime.submit("echo", "who ran it")
+    # A node claims for its scheduler: the worker is not known yet.
+    (assignment,) = driver.claim(1, "node-a", "node-a")
+    outcome = driver.outcome(assignment)
+    worker_outcome = StepOutcome(**{**outcome.__dict__, "worker_id": "node-a/w3"})
+    driver.runtime.commit_outcomes([worker_outcome])
+    (attempt,) = driver.attempts(assignment.step.step_id)
+    assert attempt["worker_id"] == "node-a/w3"
+    assert attempt["node_id"] == "node-a"
+
+    # A late second commit of the same attempt is a conflict by that worker.
+    driver.runtime.commit_outcomes([worker_outcome])
+    (conflict,) = driver.conflicts()
+    assert conflict["worker_id"] == "node-a/w3"

@@ -238,7 +238,13 @@ class LeaseMixin:
         # Lease lost or attempt cancelled: the step belongs to someone else
         # now, so only the attempt's own history row is written.
         self._end_attempt(
-            db, outcome.step_id, outcome.lease_epoch, kind, outcome.error, now_ms
+            db,
+            outcome.step_id,
+            outcome.lease_epoch,
+            kind,
+            outcome.error,
+            now_ms,
+            outcome.worker_id,
         )
         self._settle_message(db, outcome.step_id, outcome.lease_epoch, "DEAD", now_ms)
         return CommitResult(outcome.step_id, False, None, None, "dead", message=kind)
@@ -277,6 +283,7 @@ class LeaseMixin:
             AttemptOutcome.CONFLICT,
             f"result refused: lease lost ({outcome.outcome.lower()} not recorded)",
             now_ms,
+            outcome.worker_id,
         )
         self._settle_message(db, outcome.step_id, outcome.lease_epoch, "DEAD", now_ms)
         if cancelled:
@@ -313,6 +320,7 @@ class LeaseMixin:
             AttemptOutcome.SUCCESS,
             None,
             now_ms,
+            outcome.worker_id,
         )
         self._settle_message(db, outcome.step_id, outcome.lease_epoch, "DONE", now_ms)
         step = db.execute(
@@ -387,6 +395,7 @@ class LeaseMixin:
             AttemptOutcome(outcome.outcome),
             error,
             now_ms,
+            outcome.worker_id,
         )
         self._settle_message(db, outcome.step_id, outcome.lease_epoch, "FAILED", now_ms)
         new_status = self._refresh_task(db, step["task_id"], now_ms, last_error=error)
@@ -431,6 +440,7 @@ class LeaseMixin:
             AttemptOutcome(outcome.outcome),
             error,
             now_ms,
+            outcome.worker_id,
         )
         self._settle_message(db, outcome.step_id, outcome.lease_epoch, "DEAD", now_ms)
         return CommitResult(
@@ -452,6 +462,7 @@ class LeaseMixin:
             AttemptOutcome(outcome.outcome),
             error,
             now_ms,
+            outcome.worker_id,
         )
         self._settle_message(db, outcome.step_id, outcome.lease_epoch, "DEAD", now_ms)
         return self._dead_letter_followups(db, outcome.step_id, step, error, now_ms)
@@ -481,11 +492,18 @@ class LeaseMixin:
         outcome: str,
         error: str | None,
         now_ms: int,
+        worker_id: str | None = None,
     ) -> None:
+        """Close the attempt's history row; `worker_id` names who ran it.
+
+        A node claims for its scheduler before it knows which worker will
+        run the step, so the worker is recorded when its outcome comes in.
+        """
         db.execute(
-            "UPDATE step_attempts SET ended_at_ms = ?, outcome = ?, error = ?"
+            "UPDATE step_attempts SET ended_at_ms = ?, outcome = ?, error = ?,"
+            " worker_id = COALESCE(?, worker_id)"
             " WHERE step_id = ? AND lease_epoch = ? AND outcome IS NULL",
-            (now_ms, str(outcome), error, step_id, lease_epoch),
+            (now_ms, str(outcome), error, worker_id or None, step_id, lease_epoch),
         )
 
     def _settle_message(

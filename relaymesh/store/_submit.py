@@ -40,7 +40,7 @@ class SubmitMixin:
         self, db: sqlite3.Connection, key: str, now_ms: int, ttl_ms: int
     ) -> SubmitResult | None:
         row = db.execute(
-            "SELECT i.processed_at_ms, t.task_id, t.status, t.result_payload"
+            "SELECT i.processed_at_ms, t.task_id, t.status, t.result_payload, t.trace_id"
             " FROM idempotency AS i LEFT JOIN tasks AS t ON t.task_id = i.result_ref"
             " WHERE i.idempotency_key = ?",
             (key,),
@@ -55,6 +55,7 @@ class SubmitMixin:
             deduplicated=True,
             status=row["status"],
             result=row["result_payload"],
+            trace_id=row["trace_id"],
         )
 
     def insert_task(self, task: PreparedTask, now_ms: int, ttl_ms: int) -> SubmitResult:
@@ -121,4 +122,5 @@ class SubmitMixin:
             status="PENDING",
             result=None,
             envelopes=tuple(envelopes),
+            trace_id=task.trace_id,
         )

@@ -60,6 +60,7 @@ class SubmitResult:
     result: str | None
     envelopes: tuple[Envelope, ...] = ()
     written_payloads: tuple[Path, ...] = ()
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True)
