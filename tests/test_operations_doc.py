@@ -338,8 +338,11 @@ def test_audit_actions_match_code():
 
 
 def test_conflict_event_types_match_store():
-    leases_module = REPO_ROOT / "relaymesh" / "store" / "_leases.py"
-    source = leases_module.read_text(encoding="utf-8")
+    store = REPO_ROOT / "relaymesh" / "store"
+    source = "".join(
+        (store / name).read_text(encoding="utf-8")
+        for name in ("_leases.py", "_reclaims.py")
+    )
     in_code = set(re.findall(r'"(\w+_conflict)"', source))
     assert len(in_code) == 6, in_code
     documented = section_table(page_text(), "### `lease-conflicts`")

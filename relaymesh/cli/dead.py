@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from relaymesh.bus import write_atomically
 from relaymesh.cli.arguments import days, integer_in
-from relaymesh.cli.common import open_runtime
+from relaymesh.cli.common import open_runtime, write_output
 from relaymesh.cli.output import Output
-from relaymesh.errors import NotFoundError, ValidationError
+from relaymesh.errors import NotFoundError
 
 
 def register(commands, common: argparse.ArgumentParser) -> None:
@@ -119,23 +117,9 @@ def run_dead_export(args: argparse.Namespace, out: Output) -> int:
     runtime = open_runtime(args, read_only=True)
     letters = runtime.store.dead_letters(args.limit)
     text = json.dumps(letters, indent=2, ensure_ascii=False) + "\n"
-    if args.out == "-":
-        print(text, end="")
+    target = write_output(args.out, text)
+    if target is None:
         return 0
-    target = Path(args.out)
-    if target.is_dir():
-        raise ValidationError(f"--out {target} is a folder; give a file name")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(target, text.encode("utf-8"))
-    except (FileExistsError, NotADirectoryError):
-        raise ValidationError(
-            f"cannot write --out {target}: a part of its folder path is a file"
-        ) from None
-    except OSError as error:
-        raise ValidationError(
-            f"cannot write --out {target}: {error.strerror}"
-        ) from None
     document = {"exported": len(letters), "outputPath": str(target.resolve())}
     out.document(document, f"exported {len(letters)} dead letters to {target}")
     return 0

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
-from relaymesh.bus import write_atomically
 from relaymesh.cli.arguments import integer_in
-from relaymesh.cli.common import open_runtime
+from relaymesh.cli.common import check_output_path, open_runtime, write_output
 from relaymesh.cli.output import Output
 from relaymesh.errors import NotFoundError, ValidationError
 from relaymesh.paths import RootLayout, resolve_root
@@ -68,25 +66,12 @@ def run_cancel(args: argparse.Namespace, out: Output) -> int:
 
 def run_task_export(args: argparse.Namespace, out: Output) -> int:
     runtime = open_runtime(args)
-    if args.out != "-" and Path(args.out).is_dir():
-        raise ValidationError(f"--out {args.out} is a folder; give a file name")
+    check_output_path(args.out)
     document = runtime.export_task(args.task_id)
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    if args.out == "-":
-        print(text, end="")
+    target = write_output(args.out, text)
+    if target is None:
         return 0
-    target = Path(args.out)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(target, text.encode("utf-8"))
-    except (FileExistsError, NotADirectoryError):
-        raise ValidationError(
-            f"cannot write --out {target}: a part of its folder path is a file"
-        ) from None
-    except OSError as error:
-        raise ValidationError(
-            f"cannot write --out {target}: {error.strerror}"
-        ) from None
     summary = {
         "taskId": args.task_id,
         "exported": True,

@@ -12,6 +12,7 @@ from relaymesh.store._leases import LeaseMixin
 from relaymesh.store._metrics import MetricsMixin
 from relaymesh.store._operations import OperationsMixin, PurgeResult, ReplayResult
 from relaymesh.store._queries import QueriesMixin
+from relaymesh.store._reclaims import ReclaimMixin
 from relaymesh.store._settings import SettingsMixin
 from relaymesh.store._submit import PreparedStep, PreparedTask, SubmitMixin
 from relaymesh.store.records import (
@@ -47,6 +48,7 @@ __all__ = [
 class Store(
     SubmitMixin,
     LeaseMixin,
+    ReclaimMixin,
     CancelMixin,
     OperationsMixin,
     SettingsMixin,
