@@ -314,6 +314,7 @@ def audited_actions() -> set[str]:
     """Return the audit actions that the runtime and the settings watcher write."""
     sources = (
         REPO_ROOT / "relaymesh" / "runtime.py",
+        REPO_ROOT / "relaymesh" / "_operator.py",
         REPO_ROOT / "relaymesh" / "actors" / "settings_watcher.py",
     )
     actions: set[str] = set()
