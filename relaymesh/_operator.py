@@ -3,7 +3,7 @@ health and statistics.
 
 `OperatorMixin` is part of `relaymesh.runtime.Runtime`; it is a module of
 its own because these commands are what an operator runs by hand, while
-`relaymesh/runtime.py` holds what nodes and workers run in their loops.
+`relaymesh/runtime.py` contains what nodes and workers run in their loops.
 Each method is blocking, like the rest of the runtime.
 """
 

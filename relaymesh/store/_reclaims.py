@@ -2,7 +2,7 @@
 
 A node that stops gracefully releases its running steps, fenced like any
 other write, so another node can take them at once. A step whose owner
-stopped renewing its lease is reclaimed by whichever node sees the lease
+stopped renewing its lease is reclaimed by whichever node observes the lease
 expire; the reclaim is fenced on the epoch and on the heartbeat value the
 reclaimer observed, so a renewal that lands in between wins. Both use the
 helpers of `relaymesh/store/_leases.py` through the assembled `Store`.
