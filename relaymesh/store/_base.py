@@ -97,7 +97,12 @@ class StoreBase:
         expected_owner: str | None = None,
         expected_token: str | None = None,
         expected_epoch: int | None = None,
-    ) -> None:
+    ) -> bool:
+        """Record a rejected fenced write; return False if it was no conflict.
+
+        A write rejected because an operator cancelled the step is not a race
+        between owners, so it is not recorded.
+        """
         row = db.execute(
             "SELECT task_id, status, lease_owner, lease_token, lease_epoch"
             " FROM steps WHERE step_id = ?",
@@ -105,7 +110,7 @@ class StoreBase:
         ).fetchone()
         actual = dict(row) if row else {}
         if actual.get("status") == "CANCELLED":
-            return  # the step was cancelled by an operator, not raced for
+            return False
         db.execute(
             "INSERT INTO lease_conflicts(event_type, task_id, step_id, worker_id,"
             " expected_status, expected_lease_owner, expected_lease_token,"
@@ -129,6 +134,7 @@ class StoreBase:
             ),
         )
         self._bump_counter(db, "lease_conflicts_total", now_ms, labels=event_type)
+        return True
 
     def _new_message(
         self,

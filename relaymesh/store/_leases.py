@@ -261,11 +261,7 @@ class LeaseMixin:
     def _refuse(
         self, db: sqlite3.Connection, outcome: StepOutcome, event_type: str, now_ms: int
     ) -> CommitResult:
-        status = db.execute(
-            "SELECT status FROM steps WHERE step_id = ?", (outcome.step_id,)
-        ).fetchone()
-        cancelled = status is not None and status["status"] == StepState.CANCELLED
-        self._record_conflict(
+        conflict = self._record_conflict(
             db,
             event_type,
             outcome.step_id,
@@ -285,7 +281,7 @@ class LeaseMixin:
             outcome.worker_id,
             message_state="DEAD",
         )
-        if cancelled:
+        if not conflict:
             return CommitResult(
                 outcome.step_id, False, None, None, "dead", message="step was cancelled"
             )

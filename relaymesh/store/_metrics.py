@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from relaymesh.fsm import AttemptOutcome
+from relaymesh.store._queries import oldest_ready_at_ms
 from relaymesh.store.connection import open_connection
 
 __all__ = ["TIMED_OUTCOMES", "DurationCounts", "MetricsMixin", "MetricsSnapshot"]
@@ -208,17 +209,7 @@ class MetricsMixin:
                 " AND is_enqueued = 1 AND blocked_by IS NULL GROUP BY LOWER(priority)",
             )
 
-            # The same rule as `queue_lag_ms` in relaymesh/store/_queries.py:
-            # queued steps count from when they became ready, retries from
-            # when they became due, and a retry still in its backoff is not
-            # lag.
-            oldest_ready = db.execute(
-                "SELECT MIN(CASE WHEN status = 'RETRYING' THEN next_retry_at_ms"
-                "  ELSE COALESCE(ready_at_ms, created_at_ms) END) FROM steps"
-                " WHERE (status = 'PENDING' AND is_enqueued = 1)"
-                " OR (status = 'RETRYING' AND next_retry_at_ms <= ?)",
-                (now_ms,),
-            ).fetchone()[0]
+            oldest_ready = oldest_ready_at_ms(db, now_ms)
             oldest_message = db.execute(
                 "SELECT MIN(created_at_ms) FROM messages WHERE state = 'QUEUED'"
             ).fetchone()[0]

@@ -20,6 +20,22 @@ def _attempt_view(row: sqlite3.Row) -> dict:
     }
 
 
+def oldest_ready_at_ms(db: sqlite3.Connection, now_ms: int) -> int | None:
+    """Return when the longest-waiting ready step became ready, or None.
+
+    Queued steps count from when they were queued and retries from when
+    they fell due; a retry still in its backoff, or a step waiting for its
+    dependencies, is not waiting to run.
+    """
+    return db.execute(
+        "SELECT MIN(CASE WHEN status = 'RETRYING' THEN next_retry_at_ms"
+        "  ELSE COALESCE(ready_at_ms, created_at_ms) END) FROM steps"
+        " WHERE (status = 'PENDING' AND is_enqueued = 1)"
+        " OR (status = 'RETRYING' AND next_retry_at_ms <= ?)",
+        (now_ms,),
+    ).fetchone()[0]
+
+
 def _in_dependency_order(
     steps: list[sqlite3.Row], depends_on: dict[str, list[str]]
 ) -> list[sqlite3.Row]:
@@ -229,13 +245,7 @@ class QueriesMixin:
         can never finish, is not lag.
         """
         with self._read() as db:
-            oldest = db.execute(
-                "SELECT MIN(CASE WHEN status = 'RETRYING' THEN next_retry_at_ms"
-                "  ELSE COALESCE(ready_at_ms, created_at_ms) END) FROM steps"
-                " WHERE (status = 'PENDING' AND is_enqueued = 1)"
-                " OR (status = 'RETRYING' AND next_retry_at_ms <= ?)",
-                (now_ms,),
-            ).fetchone()[0]
+            oldest = oldest_ready_at_ms(db, now_ms)
         return 0 if oldest is None else max(0, now_ms - oldest)
 
     def members(self) -> list[dict]:
