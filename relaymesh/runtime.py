@@ -145,7 +145,7 @@ class Runtime(OperatorMixin):
 
         An invalid settings, script agent or retry policy file raises
         ValidationError, unless `lenient`: then the defaults stand in for
-        the invalid file and `configuration_errors` says what was wrong.
+        the invalid file and `configuration_errors` lists what was wrong.
         Read-only commands open leniently, so that a typo in a settings file
         does not hide the state of the root from the operator fixing it.
         """
@@ -204,7 +204,7 @@ class Runtime(OperatorMixin):
         actor: str | None = None,
         **fields,
     ) -> None:
-        """Append one audit row; a failing audit write is logged, never raised."""
+        """Append one audit row; an I/O or encoding failure is logged, not raised."""
         self.record_many(
             [
                 dict(
@@ -710,7 +710,7 @@ def _utf8(text: str, what: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise ValidationError(
-            f"{what} is not valid UTF-8 text (it holds bytes that are not UTF-8)"
+            f"{what} is not valid UTF-8: it contains bytes that are not UTF-8 text"
         ) from None
 
 

@@ -206,7 +206,8 @@ def test_invalid_utf8_file_is_rejected(driver):
 def test_first_error_in_file_order_is_reported(driver):
     # Both steps are bad; the message is about the first.
     message = rejected(driver, {"steps": [step("a", agent="nope"), step("b", "zzz")]})
-    assert "step 'a'" in message and "zzz" not in message
+    assert "step 'a'" in message
+    assert "zzz" not in message
 
 
 # Accepted files ------------------------------------------------------------------

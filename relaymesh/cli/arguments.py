@@ -20,7 +20,7 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
     def _choice_hint(self, message: str) -> str | None:
-        """Suggest the nearest command, or say where options belong."""
+        """Suggest the nearest command, or explain where options belong."""
         chosen = message.split("'")[1] if "'" in message else ""
         if chosen.startswith("-") or "/" in chosen:
             return "options come after the command: relaymesh COMMAND [OPTIONS]"
@@ -34,7 +34,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def integer_in(minimum: int, maximum: int | None = None):
-    """An argparse type: an integer in [minimum, maximum]."""
+    """Return an argparse type that accepts an integer in [minimum, maximum]."""
 
     def parse(text: str) -> int:
         try:
@@ -53,7 +53,7 @@ def integer_in(minimum: int, maximum: int | None = None):
 
 
 def days(text: str) -> float:
-    """An argparse type: a non-negative number of days (fractions allowed)."""
+    """Parse a non-negative number of days (fractions allowed) for argparse."""
     try:
         value = float(text)
     except ValueError:

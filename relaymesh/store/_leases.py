@@ -491,8 +491,8 @@ class LeaseMixin:
     ) -> None:
         """Close the attempt's history row; `worker_id` names who ran it.
 
-        A node claims for its scheduler before it knows which worker will
-        run the step, so the worker is recorded when its outcome comes in.
+        A node claims for its scheduler before it has chosen the worker
+        that runs the step, so the worker is recorded when its outcome comes in.
         """
         db.execute(
             "UPDATE step_attempts SET ended_at_ms = ?, outcome = ?, error = ?,"
